@@ -1,0 +1,2 @@
+//! vhsm-admin library: ceremonies, key operations and PKI for the vhsm appliance.
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! vhsm-admin: the operator CLI entry point.
+#![forbid(unsafe_code)]
+fn main() {}

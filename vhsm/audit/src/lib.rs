@@ -1,0 +1,2 @@
+//! The vhsm audit record format and its offline verifier.
+#![forbid(unsafe_code)]

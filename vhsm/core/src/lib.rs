@@ -1,0 +1,2 @@
+//! The vhsm core: sealed, encrypted key store with ceremonies built in (no I/O).
+#![forbid(unsafe_code)]

@@ -1,0 +1,3 @@
+//! vhsmd: the vhsm daemon entry point.
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,3 @@
+//! xks-front: the XKS proxy entry point.
+#![forbid(unsafe_code)]
+fn main() {}
