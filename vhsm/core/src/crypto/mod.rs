@@ -1,0 +1,1 @@
+//! Thin, misuse-resistant wrappers over the RustCrypto primitives the vhsm uses.

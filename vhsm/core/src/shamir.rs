@@ -1,0 +1,1 @@
+//! Shamir secret sharing over GF(2^8) for M-of-N custodian unseal.
