@@ -1,0 +1,80 @@
+//! `GcmKey`: a prepared AES-256-GCM cipher with detached 128-bit tags and 96-bit IVs.
+
+use std::fmt;
+
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use zeroize::Zeroizing;
+
+use super::{CryptoError, SecretKey, GCM_IV_LEN, GCM_TAG_LEN};
+
+/// A prepared AES-256-GCM cipher: the key schedule is computed once; `Send + Sync`, so one
+/// instance can be shared across threads behind an `Arc`.
+pub struct GcmKey {
+    cipher: Aes256Gcm,
+}
+
+impl GcmKey {
+    /// Expands `key` into an AES-256-GCM cipher.
+    pub fn new(key: &SecretKey) -> Self {
+        let cipher = Aes256Gcm::new(key.expose().into());
+        Self { cipher }
+    }
+
+    /// Encrypts `plaintext` under `iv` binding `aad`; returns the ciphertext and its tag.
+    ///
+    /// The caller owns IV uniqueness: never call twice with the same key and IV.
+    pub fn seal(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> (Vec<u8>, [u8; GCM_TAG_LEN]) {
+        let mut buf = plaintext.to_vec();
+        let tag = self.seal_in_place(iv, aad, &mut buf);
+        (buf, tag)
+    }
+
+    /// Encrypts `buf` in place (plaintext in, ciphertext out) and returns the tag.
+    pub fn seal_in_place(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> [u8; GCM_TAG_LEN] {
+        let nonce = Nonce::from(*iv);
+        // INVARIANT: AES-GCM only refuses plaintexts over 2^36-32 bytes (64 GiB) or AAD over
+        // 2^61-1 bytes; the vhsm caps every request at a few MiB (`TooLarge`) long before here,
+        // and such a buffer could not be allocated next to its copy anyway.
+        #[allow(clippy::expect_used)]
+        let tag = self
+            .cipher
+            .encrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into())
+            .expect("AES-GCM input within the 64 GiB limit");
+        tag.into()
+    }
+
+    /// Verifies `tag` over `ciphertext` and `aad` (constant time) and, only if it verifies,
+    /// returns the plaintext in a zeroizing buffer.
+    pub fn open(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; GCM_TAG_LEN],
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let nonce = Nonce::from(*iv);
+        let tag = Tag::from(*tag);
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
+        self.cipher
+            .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
+            .map_err(|_| CryptoError::AuthenticationFailed)?;
+        Ok(buf)
+    }
+}
+
+impl fmt::Debug for GcmKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GcmKey([REDACTED])")
+    }
+}

@@ -1,0 +1,65 @@
+//! Argon2id passphrase-to-key derivation and its cost parameters.
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use zeroize::Zeroizing;
+
+use super::{CryptoError, SecretKey, KEY_LEN};
+
+/// The shortest salt `argon2id` accepts, in bytes.
+pub const MIN_SALT_LEN: usize = 16;
+
+/// Argon2id cost parameters (stored beside each salt so a store can be re-derived later).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KdfParams {
+    /// Memory cost in KiB.
+    pub m_cost_kib: u32,
+    /// Number of passes.
+    pub t_cost: u32,
+    /// Degree of parallelism (lanes).
+    pub p_cost: u32,
+}
+
+impl KdfParams {
+    /// Production parameters: 64 MiB, 3 passes, 4 lanes (RFC 9106 second recommended option).
+    pub const RECOMMENDED: KdfParams = KdfParams {
+        m_cost_kib: 65536,
+        t_cost: 3,
+        p_cost: 4,
+    };
+    /// The cheapest parameters Argon2 accepts (8 KiB, 1 pass, 1 lane). Tests only: a store
+    /// created with these is refused unless weak KDF parameters are explicitly allowed.
+    pub const INSECURE_FAST_FOR_TESTS: KdfParams = KdfParams {
+        m_cost_kib: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    /// True when every cost is at least the [`KdfParams::RECOMMENDED`] one.
+    pub fn is_at_least_recommended(&self) -> bool {
+        let rec = Self::RECOMMENDED;
+        self.m_cost_kib >= rec.m_cost_kib && self.t_cost >= rec.t_cost && self.p_cost >= rec.p_cost
+    }
+}
+
+/// Derives a 32-byte key from `passphrase` and `salt` (at least 16 bytes) with Argon2id v1.3.
+pub fn argon2id(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: &KdfParams,
+) -> Result<SecretKey, CryptoError> {
+    if salt.len() < MIN_SALT_LEN {
+        return Err(CryptoError::InvalidLength("salt"));
+    }
+    let params = Params::new(
+        params.m_cost_kib,
+        params.t_cost,
+        params.p_cost,
+        Some(KEY_LEN),
+    )
+    .map_err(|_| CryptoError::Kdf)?;
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase, salt, out.as_mut_slice())
+        .map_err(|_| CryptoError::Kdf)?;
+    Ok(SecretKey::from_bytes(*out))
+}
