@@ -1,0 +1,214 @@
+//! The one table of which role may call which RPC, and whether the call is CPU-heavy.
+
+use crate::roles::Role;
+
+/// Every RPC vhsmd serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Method {
+    // Crypto service
+    Encrypt,
+    Decrypt,
+    GetKeyMetadata,
+    WrapKey,
+    UnwrapKey,
+    GenerateRandom,
+    Health,
+    // Admin service
+    Status,
+    Init,
+    Unseal,
+    ResetUnseal,
+    Seal,
+    Rekey,
+    CreateKey,
+    NewImportKey,
+    ImportKey,
+    ListKeys,
+    DescribeKey,
+    RotateKey,
+    SetMinDecryptionVersion,
+    EnableKey,
+    DisableKey,
+    ScheduleKeyDeletion,
+    CancelKeyDeletion,
+    CreateBackup,
+    RestoreBackup,
+    ExportAudit,
+    GetAuditPublicKey,
+}
+
+impl Method {
+    /// Every method, for exhaustive tests and docs.
+    pub const ALL: [Method; 28] = [
+        Method::Encrypt,
+        Method::Decrypt,
+        Method::GetKeyMetadata,
+        Method::WrapKey,
+        Method::UnwrapKey,
+        Method::GenerateRandom,
+        Method::Health,
+        Method::Status,
+        Method::Init,
+        Method::Unseal,
+        Method::ResetUnseal,
+        Method::Seal,
+        Method::Rekey,
+        Method::CreateKey,
+        Method::NewImportKey,
+        Method::ImportKey,
+        Method::ListKeys,
+        Method::DescribeKey,
+        Method::RotateKey,
+        Method::SetMinDecryptionVersion,
+        Method::EnableKey,
+        Method::DisableKey,
+        Method::ScheduleKeyDeletion,
+        Method::CancelKeyDeletion,
+        Method::CreateBackup,
+        Method::RestoreBackup,
+        Method::ExportAudit,
+        Method::GetAuditPublicKey,
+    ];
+
+    /// The gRPC method name, as in logs and audit records (`Service/Method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Encrypt => "Crypto/Encrypt",
+            Method::Decrypt => "Crypto/Decrypt",
+            Method::GetKeyMetadata => "Crypto/GetKeyMetadata",
+            Method::WrapKey => "Crypto/WrapKey",
+            Method::UnwrapKey => "Crypto/UnwrapKey",
+            Method::GenerateRandom => "Crypto/GenerateRandom",
+            Method::Health => "Crypto/Health",
+            Method::Status => "Admin/Status",
+            Method::Init => "Admin/Init",
+            Method::Unseal => "Admin/Unseal",
+            Method::ResetUnseal => "Admin/ResetUnseal",
+            Method::Seal => "Admin/Seal",
+            Method::Rekey => "Admin/Rekey",
+            Method::CreateKey => "Admin/CreateKey",
+            Method::NewImportKey => "Admin/NewImportKey",
+            Method::ImportKey => "Admin/ImportKey",
+            Method::ListKeys => "Admin/ListKeys",
+            Method::DescribeKey => "Admin/DescribeKey",
+            Method::RotateKey => "Admin/RotateKey",
+            Method::SetMinDecryptionVersion => "Admin/SetMinDecryptionVersion",
+            Method::EnableKey => "Admin/EnableKey",
+            Method::DisableKey => "Admin/DisableKey",
+            Method::ScheduleKeyDeletion => "Admin/ScheduleKeyDeletion",
+            Method::CancelKeyDeletion => "Admin/CancelKeyDeletion",
+            Method::CreateBackup => "Admin/CreateBackup",
+            Method::RestoreBackup => "Admin/RestoreBackup",
+            Method::ExportAudit => "Admin/ExportAudit",
+            Method::GetAuditPublicKey => "Admin/GetAuditPublicKey",
+        }
+    }
+
+    fn is_crypto_service(self) -> bool {
+        matches!(
+            self,
+            Method::Encrypt
+                | Method::Decrypt
+                | Method::GetKeyMetadata
+                | Method::WrapKey
+                | Method::UnwrapKey
+                | Method::GenerateRandom
+                | Method::Health
+        )
+    }
+
+    /// Whether `role` may call this method.
+    pub fn allows(self, role: Role) -> bool {
+        match role {
+            Role::Crypto => self.is_crypto_service(),
+            Role::Admin => {
+                !self.is_crypto_service() || matches!(self, Method::Health | Method::GetKeyMetadata)
+            }
+            Role::Auditor => matches!(
+                self,
+                Method::Status | Method::ExportAudit | Method::GetAuditPublicKey
+            ),
+        }
+    }
+
+    /// Calls that run Argon2id (or other long CPU work) and so go to the blocking pool.
+    pub fn is_cpu_heavy(self) -> bool {
+        matches!(
+            self,
+            Method::Init
+                | Method::Unseal
+                | Method::Rekey
+                | Method::RestoreBackup
+                | Method::CreateBackup
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crypto_role_gets_exactly_the_crypto_service() {
+        for m in Method::ALL {
+            assert_eq!(
+                m.allows(Role::Crypto),
+                m.name().starts_with("Crypto/"),
+                "{}",
+                m.name()
+            );
+        }
+    }
+
+    #[test]
+    fn admin_role_gets_admin_plus_health_and_metadata() {
+        let crypto_allowed: Vec<_> = Method::ALL
+            .iter()
+            .filter(|m| m.name().starts_with("Crypto/") && m.allows(Role::Admin))
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(crypto_allowed, ["Crypto/GetKeyMetadata", "Crypto/Health"]);
+        for m in Method::ALL
+            .iter()
+            .filter(|m| m.name().starts_with("Admin/"))
+        {
+            assert!(m.allows(Role::Admin), "{}", m.name());
+        }
+        assert!(!Method::Encrypt.allows(Role::Admin));
+        assert!(!Method::Decrypt.allows(Role::Admin));
+    }
+
+    #[test]
+    fn auditor_role_gets_status_and_audit_only() {
+        let allowed: Vec<_> = Method::ALL
+            .iter()
+            .filter(|m| m.allows(Role::Auditor))
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                "Admin/Status",
+                "Admin/ExportAudit",
+                "Admin/GetAuditPublicKey"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Method::ALL.len());
+    }
+
+    #[test]
+    fn heavy_calls_are_the_ceremonies() {
+        assert!(Method::Unseal.is_cpu_heavy());
+        assert!(Method::Init.is_cpu_heavy());
+        assert!(!Method::Encrypt.is_cpu_heavy());
+        assert!(!Method::Health.is_cpu_heavy());
+    }
+}

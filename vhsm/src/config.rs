@@ -1,0 +1,513 @@
+//! The vhsmd TOML config: parsing (unknown fields rejected) and validation naming the bad field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A config file that could not be read, parsed or validated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (unknown field, wrong type).
+    #[error("invalid config: {0}")]
+    Parse(String),
+    /// A field has an invalid value; the message starts with the field's dotted name.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// Dotted name of the field, e.g. `tls.cert`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole daemon configuration (see `deploy/vhsmd.example.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Node name reported in Health/Status, `[A-Za-z0-9._-]{1,64}`.
+    pub node_id: String,
+    /// Directory holding the store (`data_dir/store`); created 0o700.
+    pub data_dir: PathBuf,
+    /// Where to listen.
+    pub listen: ListenConfig,
+    /// Server certificate and the CA that client certificates must chain to.
+    pub tls: TlsConfig,
+    /// Certificate names (CN or DNS SAN) granted each role.
+    #[serde(default)]
+    pub roles: RolesConfig,
+    /// Unseal settings.
+    #[serde(default)]
+    pub seal: SealConfig,
+    /// Key lifecycle settings.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Development-only switches; never set in production.
+    #[serde(default)]
+    pub dev: DevConfig,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// `host:port` to bind, e.g. `127.0.0.1:7443`.
+    pub addr: String,
+}
+
+/// `[tls]`: mutual TLS only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM server certificate chain.
+    pub cert: PathBuf,
+    /// PEM server private key.
+    pub key: PathBuf,
+    /// PEM CA certificate(s) client certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
+/// `[roles]`: certificate CN or DNS SAN → role.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolesConfig {
+    /// Names granted the `crypto` role (xks-front).
+    #[serde(default)]
+    pub crypto: Vec<String>,
+    /// Names granted the `admin` role.
+    #[serde(default)]
+    pub admin: Vec<String>,
+    /// Names granted the `auditor` role.
+    #[serde(default)]
+    pub auditor: Vec<String>,
+}
+
+/// `[seal]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealConfig {
+    /// A partial quorum unseal is discarded after this many seconds without a new share.
+    #[serde(default = "default_partial_unseal_timeout_secs")]
+    pub partial_unseal_timeout_secs: u64,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        SealConfig {
+            partial_unseal_timeout_secs: default_partial_unseal_timeout_secs(),
+        }
+    }
+}
+
+fn default_partial_unseal_timeout_secs() -> u64 {
+    600
+}
+
+/// `[keys]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    /// Smallest waiting period a ScheduleKeyDeletion may ask for (days).
+    #[serde(default = "default_min_deletion_waiting_days")]
+    pub min_deletion_waiting_days: u32,
+    /// How often keys whose deletion is due are destroyed (seconds).
+    #[serde(default = "default_deletion_check_secs")]
+    pub deletion_check_secs: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            min_deletion_waiting_days: default_min_deletion_waiting_days(),
+            deletion_check_secs: default_deletion_check_secs(),
+        }
+    }
+}
+
+fn default_min_deletion_waiting_days() -> u32 {
+    7
+}
+
+fn default_deletion_check_secs() -> u64 {
+    60
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// `[dev]`: never in production.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevConfig {
+    /// Reduced Argon2id parameters (tests and the dev quick start).
+    #[serde(default)]
+    pub insecure_fast_kdf: bool,
+    /// Allows `keys.min_deletion_waiting_days = 0`.
+    #[serde(default)]
+    pub allow_short_deletion: bool,
+}
+
+/// The log levels `[log] level` accepts.
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+impl Config {
+    /// Reads, parses and validates a config file (the files it names must exist).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.message().to_owned()))
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !valid_node_id(&self.node_id) {
+            return Err(ConfigError::invalid(
+                "node_id",
+                "must match [A-Za-z0-9._-]{1,64}",
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        self.listen_addr()?;
+        check_file("tls.cert", &self.tls.cert)?;
+        check_file("tls.key", &self.tls.key)?;
+        check_file("tls.client_ca", &self.tls.client_ca)?;
+        self.validate_roles()?;
+        if self.seal.partial_unseal_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "seal.partial_unseal_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.keys.min_deletion_waiting_days == 0
+            && !(self.dev.allow_short_deletion || self.dev.insecure_fast_kdf)
+        {
+            return Err(ConfigError::invalid(
+                "keys.min_deletion_waiting_days",
+                "must be at least 1 (0 needs [dev] allow_short_deletion = true)",
+            ));
+        }
+        if self.keys.min_deletion_waiting_days > 365 {
+            return Err(ConfigError::invalid(
+                "keys.min_deletion_waiting_days",
+                "must be at most 365",
+            ));
+        }
+        if self.keys.deletion_check_secs == 0 {
+            return Err(ConfigError::invalid(
+                "keys.deletion_check_secs",
+                "must be at least 1",
+            ));
+        }
+        if !LOG_LEVELS.contains(&self.log.level.as_str()) {
+            return Err(ConfigError::invalid(
+                "log.level",
+                "must be one of error, warn, info, debug, trace",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The listen address as a socket address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .addr
+            .parse()
+            .map_err(|_| ConfigError::invalid("listen.addr", "must be an IP:port socket address"))
+    }
+
+    /// Where the sled store lives.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    fn validate_roles(&self) -> Result<(), ConfigError> {
+        let lists: [(&'static str, &Vec<String>); 3] = [
+            ("roles.crypto", &self.roles.crypto),
+            ("roles.admin", &self.roles.admin),
+            ("roles.auditor", &self.roles.auditor),
+        ];
+        let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
+        for (field, names) in lists {
+            for name in names {
+                if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+                    return Err(ConfigError::invalid(
+                        field,
+                        "names must be 1-255 printable characters",
+                    ));
+                }
+                if let Some(other) = seen.insert(name.as_str(), field) {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("name {name:?} is already listed in {other}"),
+                    ));
+                }
+            }
+        }
+        if self.roles.admin.is_empty() {
+            return Err(ConfigError::invalid(
+                "roles.admin",
+                "at least one name is needed (no one could initialize or unseal)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_file(field: &'static str, path: &Path) -> Result<(), ConfigError> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(ConfigError::invalid(field, "not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::invalid(field, "file not found"))
+        }
+        Err(e) => Err(ConfigError::invalid(field, format!("cannot read: {e}"))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn with_files() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["s.crt", "s.key", "ca.crt"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let d = dir.path().display();
+        let text = format!(
+            r#"
+node_id = "vhsm-1"
+data_dir = "{d}/data"
+[listen]
+addr = "127.0.0.1:7443"
+[tls]
+cert = "{d}/s.crt"
+key = "{d}/s.key"
+client_ca = "{d}/ca.crt"
+[roles]
+crypto = ["xks-front"]
+admin = ["admin"]
+auditor = ["auditor"]
+"#
+        );
+        (dir, text)
+    }
+
+    fn field_of(err: ConfigError) -> &'static str {
+        match err {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_is_valid_with_defaults() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.keys.min_deletion_waiting_days, 7);
+        assert_eq!(c.seal.partial_unseal_timeout_secs, 600);
+        assert_eq!(c.log.format, LogFormat::Text);
+        assert!(!c.dev.insecure_fast_kdf);
+        assert!(c.store_dir().ends_with("data/store"));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let (_d, text) = with_files();
+        let err = Config::parse(&format!("{text}\n[log]\nfromat = \"json\"\n")).unwrap_err();
+        assert!(err.to_string().contains("fromat"), "{err}");
+        let err = Config::parse(&format!("bogus = 1\n{text}")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)));
+    }
+
+    #[test]
+    fn bad_node_id_is_named() {
+        let (_d, text) = with_files();
+        let text = text.replace("vhsm-1", "vhsm 1");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(err.to_string(), "node_id: must match [A-Za-z0-9._-]{1,64}");
+        let long = "a".repeat(65);
+        let (_d2, text2) = with_files();
+        let c = Config::parse(&text2.replace("vhsm-1", &long)).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "node_id");
+    }
+
+    #[test]
+    fn bad_listen_addr_is_named() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&text.replace("127.0.0.1:7443", "localhost")).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "listen.addr");
+    }
+
+    #[test]
+    fn missing_tls_files_are_named() {
+        let (d, text) = with_files();
+        std::fs::remove_file(d.path().join("s.crt")).unwrap();
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(err.to_string(), "tls.cert: file not found");
+        std::fs::write(d.path().join("s.crt"), "x").unwrap();
+        std::fs::remove_file(d.path().join("ca.crt")).unwrap();
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(err.to_string(), "tls.client_ca: file not found");
+        std::fs::remove_file(d.path().join("s.key")).unwrap();
+        std::fs::create_dir(d.path().join("s.key")).unwrap();
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert_eq!(err.to_string(), "tls.key: not a regular file");
+    }
+
+    #[test]
+    fn duplicate_role_name_is_refused() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&text.replace(r#"auditor = ["auditor"]"#, r#"auditor = ["admin"]"#))
+            .unwrap();
+        let err = c.validate().unwrap_err();
+        assert!(
+            err.to_string().starts_with("roles.auditor: name \"admin\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_admin_role_is_refused() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&text.replace(r#"admin = ["admin"]"#, "admin = []")).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "roles.admin");
+        let c = Config::parse(&text.replace(r#"admin = ["admin"]"#, r#"admin = [""]"#)).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "roles.admin");
+    }
+
+    #[test]
+    fn zero_deletion_days_needs_dev_switch() {
+        let (_d, text) = with_files();
+        let base = format!("{text}\n[keys]\nmin_deletion_waiting_days = 0\n");
+        let c = Config::parse(&base).unwrap();
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "keys.min_deletion_waiting_days"
+        );
+        let c = Config::parse(&format!("{base}[dev]\nallow_short_deletion = true\n")).unwrap();
+        c.validate().unwrap();
+        let c = Config::parse(&format!(
+            "{text}\n[keys]\nmin_deletion_waiting_days = 400\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "keys.min_deletion_waiting_days"
+        );
+        let c = Config::parse(&format!("{text}\n[keys]\ndeletion_check_secs = 0\n")).unwrap();
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "keys.deletion_check_secs"
+        );
+    }
+
+    #[test]
+    fn bad_log_level_and_format_are_refused() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&format!("{text}\n[log]\nlevel = \"loud\"\n")).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "log.level");
+        let err = Config::parse(&format!("{text}\n[log]\nformat = \"xml\"\n")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)));
+        let c = Config::parse(&format!("{text}\n[log]\nformat = \"json\"\n")).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn zero_partial_unseal_timeout_is_refused() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&format!(
+            "{text}\n[seal]\npartial_unseal_timeout_secs = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "seal.partial_unseal_timeout_secs"
+        );
+    }
+
+    #[test]
+    fn load_reports_unreadable_file() {
+        let err = Config::load(Path::new("/nonexistent/vhsmd.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        let (d, text) = with_files();
+        let p = d.path().join("vhsmd.toml");
+        std::fs::write(&p, text).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.node_id, "vhsm-1");
+    }
+}

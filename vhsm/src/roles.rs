@@ -1,0 +1,246 @@
+//! Maps a verified client certificate (subject CN, DNS SANs) to a caller identity and role.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::RolesConfig;
+
+/// What a client certificate is allowed to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// xks-front: the Crypto service only.
+    Crypto,
+    /// Operators: the whole Admin service plus Crypto Health and GetKeyMetadata.
+    Admin,
+    /// Auditors: Admin Status, ExportAudit and GetAuditPublicKey.
+    Auditor,
+}
+
+impl Role {
+    /// Lower-case name as used in the config and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Crypto => "crypto",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling: the certificate name that matched (or the best name for logs) and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Certificate identity, printable ASCII, for logs and the audit `actor`.
+    pub identity: String,
+    /// The granted role; `None` when no name (or conflicting names) matched `[roles]`.
+    pub role: Option<Role>,
+}
+
+impl Caller {
+    /// The role name for logs, `none` without a role.
+    pub fn role_name(&self) -> &'static str {
+        self.role.map_or("none", Role::as_str)
+    }
+}
+
+/// Longest identity kept for logs and audit records.
+const MAX_IDENTITY_LEN: usize = 128;
+
+/// The `[roles]` table as a lookup map.
+#[derive(Debug, Clone, Default)]
+pub struct RoleMap {
+    by_name: HashMap<String, Role>,
+}
+
+impl RoleMap {
+    /// Builds the map from validated config (names are unique across roles).
+    pub fn from_config(roles: &RolesConfig) -> RoleMap {
+        let mut by_name = HashMap::new();
+        for (role, names) in [
+            (Role::Crypto, &roles.crypto),
+            (Role::Admin, &roles.admin),
+            (Role::Auditor, &roles.auditor),
+        ] {
+            for n in names {
+                by_name.insert(n.clone(), role);
+            }
+        }
+        RoleMap { by_name }
+    }
+
+    /// The role of one certificate name, if listed.
+    pub fn role_of(&self, name: &str) -> Option<Role> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Identifies the caller from its leaf certificate (DER). The TLS layer has already verified
+    /// the chain and validity period; this only reads names. A certificate whose names map to
+    /// two different roles gets no role (fail closed).
+    pub fn identify(&self, leaf_der: Option<&[u8]>) -> Caller {
+        let Some(der) = leaf_der else {
+            return Caller {
+                identity: "unknown".to_owned(),
+                role: None,
+            };
+        };
+        let names = match cert_names(der) {
+            Some(n) if !n.is_empty() => n,
+            _ => {
+                return Caller {
+                    identity: "unknown".to_owned(),
+                    role: None,
+                };
+            }
+        };
+        let mut matched: Option<(&str, Role)> = None;
+        for name in &names {
+            if let Some(role) = self.role_of(name) {
+                match matched {
+                    None => matched = Some((name, role)),
+                    Some((_, r)) if r == role => {}
+                    Some(_) => {
+                        return Caller {
+                            identity: sanitize(&names[0]),
+                            role: None,
+                        };
+                    }
+                }
+            }
+        }
+        match matched {
+            Some((name, role)) => Caller {
+                identity: sanitize(name),
+                role: Some(role),
+            },
+            None => Caller {
+                identity: sanitize(&names[0]),
+                role: None,
+            },
+        }
+    }
+}
+
+/// Subject CNs first, then DNS SANs. `None` if the certificate does not parse.
+fn cert_names(der: &[u8]) -> Option<Vec<String>> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let mut names: Vec<String> = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .map(str::to_owned)
+        .collect();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            if let GeneralName::DNSName(d) = gn {
+                names.push((*d).to_owned());
+            }
+        }
+    }
+    Some(names)
+}
+
+/// Keeps printable ASCII only and bounds the length, so an identity is safe in a log line.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_IDENTITY_LEN)
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DnType, KeyPair, SanType};
+
+    fn cert(cn: Option<&str>, sans: &[&str]) -> Vec<u8> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = cn {
+            p.distinguished_name.push(DnType::CommonName, cn);
+        }
+        p.subject_alt_names = sans
+            .iter()
+            .map(|s| SanType::DnsName((*s).try_into().unwrap()))
+            .collect();
+        let k = KeyPair::generate().unwrap();
+        p.self_signed(&k).unwrap().der().to_vec()
+    }
+
+    fn map() -> RoleMap {
+        RoleMap::from_config(&RolesConfig {
+            crypto: vec!["xks-front".into()],
+            admin: vec!["admin".into(), "ops.example".into()],
+            auditor: vec!["auditor".into()],
+        })
+    }
+
+    #[test]
+    fn cn_maps_to_role() {
+        let m = map();
+        let c = m.identify(Some(&cert(Some("xks-front"), &[])));
+        assert_eq!(c.role, Some(Role::Crypto));
+        assert_eq!(c.identity, "xks-front");
+        assert_eq!(
+            m.identify(Some(&cert(Some("auditor"), &[]))).role,
+            Some(Role::Auditor)
+        );
+    }
+
+    #[test]
+    fn dns_san_maps_to_role() {
+        let c = map().identify(Some(&cert(Some("someone"), &["ops.example"])));
+        assert_eq!(c.role, Some(Role::Admin));
+        assert_eq!(c.identity, "ops.example");
+        assert_eq!(c.role_name(), "admin");
+    }
+
+    #[test]
+    fn unknown_name_has_no_role() {
+        let c = map().identify(Some(&cert(Some("mallory"), &["evil.example"])));
+        assert_eq!(c.role, None);
+        assert_eq!(c.identity, "mallory");
+        assert_eq!(c.role_name(), "none");
+    }
+
+    #[test]
+    fn conflicting_names_fail_closed() {
+        let c = map().identify(Some(&cert(Some("xks-front"), &["admin"])));
+        assert_eq!(c.role, None);
+    }
+
+    #[test]
+    fn same_role_twice_is_fine() {
+        let c = map().identify(Some(&cert(Some("admin"), &["ops.example"])));
+        assert_eq!(c.role, Some(Role::Admin));
+    }
+
+    #[test]
+    fn missing_or_garbage_certificate_has_no_role() {
+        let m = map();
+        assert_eq!(m.identify(None).role, None);
+        assert_eq!(m.identify(Some(b"not a certificate")).role, None);
+        assert_eq!(m.identify(Some(&cert(None, &[]))).identity, "unknown");
+    }
+
+    #[test]
+    fn identity_is_sanitized_and_bounded() {
+        assert_eq!(sanitize("a\nb\u{7f}c"), "a?b?c");
+        assert_eq!(sanitize(&"x".repeat(500)).len(), MAX_IDENTITY_LEN);
+    }
+}
