@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Quick start: builds the appliance and runs it on loopback with safe defaults, then prints how
+# to call it. Everything lives in ./.dev (PKI, store, configs, logs); `deploy/dev-down.sh` stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DEV="$ROOT/.dev"
+VHSMD_PORT=${VHSMD_PORT:-7443}
+XKS_PORT=${XKS_PORT:-8443}
+METRICS_PORT=${METRICS_PORT:-9464}
+URI_PATH=/example/kms/xks/v1
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+say "Building release binaries (first time: a few minutes)"
+cargo build --release --bins --quiet
+BIN="$ROOT/target/release"
+
+if [ -d "$DEV" ]; then
+  say "Stopping and wiping the previous dev appliance in .dev"
+  "$ROOT/deploy/dev-down.sh" >/dev/null 2>&1 || true
+  rm -rf "$DEV"
+fi
+umask 077
+mkdir -p "$DEV"/{logs,xks}
+
+say "Generating a private PKI (CA, server and role certificates) in .dev/pki"
+"$BIN/vhsm-admin" pki init --dir "$DEV/pki" >/dev/null
+
+cat > "$DEV/vhsmd.toml" <<CONF
+node_id = "vhsm-dev-1"
+data_dir = "$DEV/vhsm-data"
+
+[listen]
+addr = "127.0.0.1:$VHSMD_PORT"
+
+[tls]
+cert = "$DEV/pki/vhsmd.crt"
+key = "$DEV/pki/vhsmd.key"
+client_ca = "$DEV/pki/ca.crt"
+
+[roles]
+crypto = ["xks-front"]
+admin = ["admin"]
+auditor = ["auditor"]
+
+[log]
+format = "text"
+level = "info"
+CONF
+
+say "Starting vhsmd on 127.0.0.1:$VHSMD_PORT (mutual TLS)"
+nohup "$BIN/vhsmd" --config "$DEV/vhsmd.toml" >"$DEV/logs/vhsmd.log" 2>&1 &
+echo $! > "$DEV/vhsmd.pid"
+ADMIN=("$BIN/vhsm-admin" --endpoint "https://127.0.0.1:$VHSMD_PORT" --pki-dir "$DEV/pki")
+for _ in $(seq 1 100); do
+  "${ADMIN[@]}" status >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+say "Initializing the store (passphrase mode; the dev passphrase is in .dev/passphrase, 0600)"
+head -c 24 /dev/urandom | base64 > "$DEV/passphrase"
+"${ADMIN[@]}" init --passphrase --passphrase-fd 0 < "$DEV/passphrase" >/dev/null
+"${ADMIN[@]}" unseal --passphrase-fd 0 < "$DEV/passphrase" >/dev/null
+
+say "Creating the demo key 'demo-key' and the health-check key 'xks-health'"
+"${ADMIN[@]}" key create demo-key --usage encrypt,decrypt --label purpose=demo >/dev/null
+"${ADMIN[@]}" key create xks-health --usage encrypt,decrypt --label purpose=health >/dev/null
+
+say "Generating an XKS SigV4 credential"
+CREDS_JSON=$("$BIN/vhsm-admin" xks credentials new --uri-path "$URI_PATH" --secret-out "$DEV/xks/secret-1" --output json)
+AKID=$(printf '%s' "$CREDS_JSON" | python3 -c 'import json,sys; print(json.load(sys.stdin)["XksProxyAuthenticationCredential"]["AccessKeyId"])')
+SECRET=$(cat "$DEV/xks/secret-1")
+printf '%s\n' "$CREDS_JSON" > "$DEV/xks/kms-proxy-configuration.json"
+
+cat > "$DEV/xks/keystores.toml" <<CONF
+[[keystore]]
+name = "example"
+path_prefix = "/example"
+keys = ["demo-key"]
+rate_limit_per_sec = 2000
+burst = 4000
+
+[[keystore.credential]]
+access_key_id = "$AKID"
+secret_file = "$DEV/xks/secret-1"
+CONF
+
+cat > "$DEV/xks/xks-front.toml" <<CONF
+keystores_file = "$DEV/xks/keystores.toml"
+fleet_size = 1
+region = "us-east-1"
+
+[listen]
+addr = "127.0.0.1:$XKS_PORT"
+
+[tls]
+cert = "$DEV/pki/xks-front.crt"
+key = "$DEV/pki/xks-front.key"
+
+[metrics]
+addr = "127.0.0.1:$METRICS_PORT"
+
+[vhsm]
+ca = "$DEV/pki/ca.crt"
+client_cert = "$DEV/pki/crypto.crt"
+client_key = "$DEV/pki/crypto.key"
+deadline_ms = 150
+health_key_id = "xks-health"
+health_cache_secs = 10
+
+[[vhsm.nodes]]
+id = "vhsm-dev-1"
+endpoint = "https://127.0.0.1:$VHSMD_PORT"
+server_name = "vhsmd"
+CONF
+
+say "Starting xks-front on https://xks.localhost:$XKS_PORT"
+nohup "$BIN/xks-front" --config "$DEV/xks/xks-front.toml" >"$DEV/logs/xks-front.log" 2>&1 &
+echo $! > "$DEV/xks-front.pid"
+for _ in $(seq 1 100); do
+  (exec 3<>/dev/tcp/127.0.0.1/$XKS_PORT) 2>/dev/null && break
+  sleep 0.1
+done
+
+CURL="curl -sS --resolve xks.localhost:$XKS_PORT:127.0.0.1 --cacert $DEV/pki/ca.crt \\
+  --aws-sigv4 'aws:amz:us-east-1:kms-xks-proxy' --user '$AKID:$SECRET' \\
+  -X POST -H 'Content-Type: application/json' \\
+  --data '{\"requestMetadata\":{\"awsPrincipalArn\":\"arn:aws:iam::111122223333:user/dev\",\"kmsKeyArn\":\"arn:aws:kms:us-east-1:111122223333:key/dev\",\"kmsOperation\":\"Encrypt\",\"kmsRequestId\":\"dev-1\"},\"plaintext\":\"SGVsbG8gV29ybGQh\",\"encryptionAlgorithm\":\"AES_GCM\",\"ciphertextDataIntegrityValueAlgorithm\":\"SHA_256\"}' \\
+  https://xks.localhost:$XKS_PORT$URI_PATH/keys/demo-key/encrypt"
+printf '%s\n' "$CURL" > "$DEV/encrypt-example.sh"
+
+cat <<INFO
+
+The dev appliance is running (state in .dev, logs in .dev/logs):
+
+  XKS endpoint        https://xks.localhost:$XKS_PORT   (CA: .dev/pki/ca.crt)
+  XKS URI path        $URI_PATH
+  Access key id       $AKID
+  Secret access key   $SECRET
+  KMS proxy config    .dev/xks/kms-proxy-configuration.json
+  vhsmd (mTLS)        https://127.0.0.1:$VHSMD_PORT
+  Admin CLI           target/release/vhsm-admin --endpoint https://127.0.0.1:$VHSMD_PORT --pki-dir .dev/pki status
+  Metrics             http://127.0.0.1:$METRICS_PORT/metrics
+
+Encrypt "Hello World!" with demo-key (also saved as .dev/encrypt-example.sh):
+
+$CURL
+
+Stop it with: deploy/dev-down.sh
+INFO
