@@ -1,2 +1,10 @@
 //! xks-front library: the XKS Proxy API v1 router, SigV4, policy, throttling, health, vhsm client.
 #![forbid(unsafe_code)]
+
+pub mod cdiv;
+pub mod config;
+pub mod errors;
+pub mod health;
+pub mod key_manager;
+pub mod metrics;
+pub mod vhsm_client;

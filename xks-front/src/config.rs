@@ -1,0 +1,410 @@
+//! The xks-front main config file (TOML): parsing and validation with errors naming the bad field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Most vhsm nodes (the spec allows 1..=10 `ekmFleetDetails` entries).
+pub const MAX_NODES: usize = 10;
+
+/// A config that failed to load; always names the file or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown/missing fields.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the field).
+        message: String,
+    },
+    /// A field has an invalid value.
+    #[error("invalid config field `{field}`: {reason}")]
+    Invalid {
+        /// Dotted field name.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The whole main config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Key stores, credentials, rules and rates (reloaded on SIGHUP).
+    pub keystores_file: PathBuf,
+    /// `xksProxyFleetSize` reported in GetHealthStatus.
+    #[serde(default = "default_fleet_size")]
+    pub fleet_size: u32,
+    /// AWS region in the SigV4 credential scope.
+    pub region: String,
+    /// HTTPS listener.
+    pub listen: ListenConfig,
+    /// Server certificate; optional only with `listen.plain_http = true`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    /// The vhsm HA group.
+    pub vhsm: VhsmConfig,
+    /// Load limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Socket address to bind.
+    pub addr: SocketAddr,
+    /// Serve plain HTTP (local testing only).
+    #[serde(default)]
+    pub plain_http: bool,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// mTLS: the only CA whose client certificates are accepted.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// mTLS: the only accepted client certificate subject CNs.
+    #[serde(default)]
+    pub client_subjects: Vec<String>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Plain-HTTP listener for GET /metrics.
+    pub addr: SocketAddr,
+}
+
+/// `[vhsm]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VhsmConfig {
+    /// CA that signed the vhsmd server certificates.
+    pub ca: PathBuf,
+    /// Our client certificate (role `crypto`).
+    pub client_cert: PathBuf,
+    /// Its private key.
+    pub client_key: PathBuf,
+    /// Budget for all vhsm calls of one XKS request, in ms (10..=240).
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Dedicated key used by the deep health check.
+    pub health_key_id: String,
+    /// Deep health check period in seconds (1..=60).
+    #[serde(default = "default_health_cache_secs")]
+    pub health_cache_secs: u64,
+    /// The nodes (1..=10).
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// `[[vhsm.nodes]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node id reported in `ekmFleetDetails`.
+    pub id: String,
+    /// `https://host:port`.
+    pub endpoint: String,
+    /// TLS name expected in the node's certificate.
+    pub server_name: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests in flight; more are answered ThrottlingException at once.
+    #[serde(default = "default_max_concurrency")]
+    pub max_concurrency: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrency: default_max_concurrency(),
+        }
+    }
+}
+
+fn default_fleet_size() -> u32 {
+    1
+}
+fn default_deadline_ms() -> u64 {
+    150
+}
+fn default_health_cache_secs() -> u64 {
+    30
+}
+fn default_max_concurrency() -> usize {
+    1024
+}
+
+fn valid_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text (`path` only names the file in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value; the first bad field is named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.fleet_size == 0 {
+            return Err(invalid("fleet_size", "must be at least 1"));
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(invalid(
+                "region",
+                "must look like an AWS region, e.g. us-east-1",
+            ));
+        }
+        match (&self.tls, self.listen.plain_http) {
+            (None, false) => {
+                return Err(invalid("tls", "required unless listen.plain_http = true"));
+            }
+            (Some(tls), _) => {
+                if tls.client_ca.is_none() && !tls.client_subjects.is_empty() {
+                    return Err(invalid("tls.client_subjects", "needs tls.client_ca"));
+                }
+                if tls.client_ca.is_some() && tls.client_subjects.is_empty() {
+                    return Err(invalid(
+                        "tls.client_subjects",
+                        "must list at least one subject CN when tls.client_ca is set",
+                    ));
+                }
+                if tls.client_subjects.iter().any(|s| s.is_empty()) {
+                    return Err(invalid("tls.client_subjects", "empty subject"));
+                }
+            }
+            (None, true) => {}
+        }
+        let v = &self.vhsm;
+        if !(10..=240).contains(&v.deadline_ms) {
+            return Err(invalid("vhsm.deadline_ms", "must be within 10..=240"));
+        }
+        if !(1..=60).contains(&v.health_cache_secs) {
+            return Err(invalid("vhsm.health_cache_secs", "must be within 1..=60"));
+        }
+        if !valid_id(&v.health_key_id, 128) {
+            return Err(invalid(
+                "vhsm.health_key_id",
+                "must match [A-Za-z0-9._-]{1,128}",
+            ));
+        }
+        if v.nodes.is_empty() || v.nodes.len() > MAX_NODES {
+            return Err(invalid("vhsm.nodes", "must list 1 to 10 nodes"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in v.nodes.iter().enumerate() {
+            if !valid_id(&n.id, 64) {
+                return Err(invalid(
+                    format!("vhsm.nodes[{i}].id"),
+                    "must match [A-Za-z0-9._-]{1,64}",
+                ));
+            }
+            if !seen.insert(n.id.as_str()) {
+                return Err(invalid(format!("vhsm.nodes[{i}].id"), "duplicate node id"));
+            }
+            if !n.endpoint.starts_with("https://") || n.endpoint.parse::<http::Uri>().is_err() {
+                return Err(invalid(
+                    format!("vhsm.nodes[{i}].endpoint"),
+                    "must be an https:// URI",
+                ));
+            }
+            if n.server_name.is_empty() {
+                return Err(invalid(
+                    format!("vhsm.nodes[{i}].server_name"),
+                    "must not be empty",
+                ));
+            }
+        }
+        if self.limits.max_concurrency == 0 {
+            return Err(invalid("limits.max_concurrency", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+keystores_file = "/etc/xks-front/keystores.toml"
+fleet_size = 1
+region = "us-east-1"
+[listen]
+addr = "0.0.0.0:443"
+plain_http = false
+[tls]
+cert = "/etc/xks-front/pki/xks-front.crt"
+key = "/etc/xks-front/pki/xks-front.key"
+[metrics]
+addr = "127.0.0.1:9464"
+[vhsm]
+ca = "/etc/xks-front/pki/ca.crt"
+client_cert = "/etc/xks-front/pki/crypto.crt"
+client_key = "/etc/xks-front/pki/crypto.key"
+deadline_ms = 150
+health_key_id = "xks-health"
+health_cache_secs = 30
+[[vhsm.nodes]]
+id = "vhsm-1"
+endpoint = "https://127.0.0.1:7443"
+server_name = "vhsmd"
+[limits]
+max_concurrency = 1024
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn err_of(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn contract_example_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.vhsm.nodes.len(), 1);
+        assert_eq!(c.vhsm.deadline_ms, 150);
+        assert_eq!(c.limits.max_concurrency, 1024);
+        assert!(c.tls.unwrap().client_ca.is_none());
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let e = err_of(&GOOD.replace("fleet_size = 1", "fleet_size = 1\nbogus = 2"));
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let cases = [
+            ("deadline_ms = 150", "deadline_ms = 5", "vhsm.deadline_ms"),
+            ("deadline_ms = 150", "deadline_ms = 241", "vhsm.deadline_ms"),
+            (
+                "health_cache_secs = 30",
+                "health_cache_secs = 61",
+                "vhsm.health_cache_secs",
+            ),
+            ("fleet_size = 1", "fleet_size = 0", "fleet_size"),
+            ("region = \"us-east-1\"", "region = \"US EAST\"", "region"),
+            (
+                "max_concurrency = 1024",
+                "max_concurrency = 0",
+                "limits.max_concurrency",
+            ),
+            (
+                "\"https://127.0.0.1:7443\"",
+                "\"http://127.0.0.1:7443\"",
+                "vhsm.nodes[0].endpoint",
+            ),
+            ("id = \"vhsm-1\"", "id = \"bad id\"", "vhsm.nodes[0].id"),
+            (
+                "health_key_id = \"xks-health\"",
+                "health_key_id = \"\"",
+                "vhsm.health_key_id",
+            ),
+        ];
+        for (from, to, field) in cases {
+            let e = err_of(&GOOD.replace(from, to));
+            assert!(e.contains(field), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn node_count_is_bounded_and_ids_unique() {
+        let node =
+            "\n[[vhsm.nodes]]\nid = \"vhsm-1\"\nendpoint = \"https://h:1\"\nserver_name = \"v\"\n";
+        let e = err_of(&format!("{GOOD}{node}"));
+        assert!(e.contains("duplicate"), "{e}");
+        let mut many = GOOD.to_string();
+        for i in 2..=11 {
+            many.push_str(&node.replace("vhsm-1", &format!("n{i}")));
+        }
+        assert!(err_of(&many).contains("vhsm.nodes"));
+    }
+
+    #[test]
+    fn tls_rules() {
+        let no_tls = GOOD.replace(
+            "[tls]\ncert = \"/etc/xks-front/pki/xks-front.crt\"\nkey = \"/etc/xks-front/pki/xks-front.key\"\n",
+            "",
+        );
+        assert!(err_of(&no_tls).contains("`tls`"));
+        assert!(parse(&no_tls.replace("plain_http = false", "plain_http = true")).is_ok());
+        let subjects_only = GOOD.replace(
+            "key = \"/etc/xks-front/pki/xks-front.key\"",
+            "key = \"k\"\nclient_subjects = [\"cks.kms.us-east-1.amazonaws.com\"]",
+        );
+        assert!(err_of(&subjects_only).contains("tls.client_subjects"));
+        let ca_only = GOOD.replace(
+            "key = \"/etc/xks-front/pki/xks-front.key\"",
+            "key = \"k\"\nclient_ca = \"ca.pem\"",
+        );
+        assert!(err_of(&ca_only).contains("tls.client_subjects"));
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let e = Config::load(Path::new("/nonexistent/xks.toml")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/xks.toml"));
+    }
+}
