@@ -11,5 +11,7 @@ pub mod procs;
 pub mod xks;
 
 pub use admin::Admin;
-pub use procs::{bin_path, free_port, Appliance, ApplianceOptions, VhsmdProc, XksFrontProc};
+pub use procs::{
+    bin_path, cpu_time_us, free_port, Appliance, ApplianceOptions, VhsmdProc, XksFrontProc,
+};
 pub use xks::{XksClient, XksResponse};

@@ -175,6 +175,11 @@ level = "info"
         format!("https://127.0.0.1:{}", self.addr.port())
     }
 
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -329,6 +334,23 @@ max_concurrency = 256
             terminate(&mut c);
         }
     }
+
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from /proc/PID/stat, in microseconds.
+pub fn cpu_time_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = 100; // USER_HZ on Linux
+    Some((utime + stime) * 1_000_000 / ticks)
 }
 
 impl Drop for XksFrontProc {

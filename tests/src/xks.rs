@@ -157,6 +157,26 @@ impl XksClient {
         self.send("POST", path, headers, bytes).await
     }
 
+    /// Opens one keep-alive HTTP/1.1 connection for many requests (load generation).
+    pub async fn connect(&self) -> Result<XksConnection> {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.clone());
+        let name = ServerName::try_from("xks.localhost")?;
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .context("TLS handshake")?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Full<bytes::Bytes>>(TokioIo::new(tls))
+                .await?;
+        tokio::spawn(conn);
+        Ok(XksConnection {
+            client: self.clone(),
+            sender,
+        })
+    }
+
     /// Sends a request with exactly these headers (for tampering tests).
     pub async fn send(
         &self,
@@ -191,6 +211,41 @@ impl XksClient {
             serde_json::from_slice(&bytes)
                 .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
+        Ok(XksResponse { status, body })
+    }
+}
+
+/// One persistent connection to xks-front.
+pub struct XksConnection {
+    client: XksClient,
+    sender: hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+}
+
+impl std::fmt::Debug for XksConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XksConnection").finish_non_exhaustive()
+    }
+}
+
+impl XksConnection {
+    /// A signed POST over this connection.
+    pub async fn post(&mut self, path: &str, body: &Value) -> Result<XksResponse> {
+        let bytes = serde_json::to_vec(body)?;
+        let headers = self
+            .client
+            .signed_headers("POST", path, &bytes, SystemTime::now())?;
+        let mut req = http::Request::builder().method("POST").uri(path);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        self.sender.ready().await?;
+        let resp = self
+            .sender
+            .send_request(req.body(Full::new(bytes::Bytes::from(bytes)))?)
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
         Ok(XksResponse { status, body })
     }
 }
