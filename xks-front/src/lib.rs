@@ -8,3 +8,7 @@ pub mod health;
 pub mod key_manager;
 pub mod metrics;
 pub mod vhsm_client;
+pub mod keystores;
+pub mod policy;
+pub mod ratelimit;
+pub mod sigv4;
