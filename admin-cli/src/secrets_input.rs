@@ -1,0 +1,276 @@
+//! Reads passphrases: from the terminal without echo, or one per line from `--passphrase-fd N`.
+//!
+//! Passphrases never come from the command line or the environment. They are held in
+//! `SecretString` (zeroized on drop, redacted `Debug`) from the moment they are read.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::errors::{CliError, CliResult};
+
+/// Minimum length (characters) of a NEW passphrase (init, rekey).
+pub const MIN_NEW_PASSPHRASE_CHARS: usize = 12;
+/// Longest accepted passphrase line (bytes); longer input is refused.
+const MAX_PASSPHRASE_BYTES: usize = 1024;
+
+/// Where passphrases come from.
+pub struct PassphraseReader {
+    source: Source,
+}
+
+enum Source {
+    /// The controlling terminal (rpassword, no echo).
+    Terminal,
+    /// One passphrase per line (from `--passphrase-fd`, or a test reader).
+    Lines(Box<dyn BufRead>),
+}
+
+impl std::fmt::Debug for PassphraseReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let src = match self.source {
+            Source::Terminal => "terminal",
+            Source::Lines(_) => "lines",
+        };
+        f.debug_struct("PassphraseReader")
+            .field("source", &src)
+            .finish()
+    }
+}
+
+impl PassphraseReader {
+    /// Terminal input when `fd` is `None`; otherwise reads lines from file descriptor `fd`
+    /// (`0` = stdin), opened through `/proc/self/fd/N`.
+    pub fn open(fd: Option<u32>) -> CliResult<Self> {
+        match fd {
+            None => Ok(PassphraseReader {
+                source: Source::Terminal,
+            }),
+            Some(n) => {
+                let path = format!("/proc/self/fd/{n}");
+                let file = File::open(&path).map_err(|e| {
+                    CliError::usage(format!("cannot read --passphrase-fd {n}: {e}"))
+                })?;
+                Ok(Self::from_reader(Box::new(BufReader::new(file))))
+            }
+        }
+    }
+
+    /// Reads passphrases line by line from `reader` (used by `open` and by tests).
+    pub fn from_reader(reader: Box<dyn BufRead>) -> Self {
+        PassphraseReader {
+            source: Source::Lines(reader),
+        }
+    }
+
+    /// Whether passphrases are typed interactively.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.source, Source::Terminal)
+    }
+
+    /// Reads an existing passphrase (unseal, rekey authorization). `prompt` names whose.
+    pub fn existing(&mut self, prompt: &str) -> CliResult<SecretString> {
+        let p = self.read_one(prompt)?;
+        if p.is_empty() {
+            return Err(CliError::usage("empty passphrase"));
+        }
+        Ok(SecretString::from(p.to_string()))
+    }
+
+    /// Reads the NEW appliance passphrase (passphrase mode): at least 12 characters, entered
+    /// twice and both entries must match, on the terminal and from `--passphrase-fd` alike
+    /// (two lines).
+    pub fn new_passphrase(&mut self, who: &str) -> CliResult<SecretString> {
+        self.new_checked(who, true)
+    }
+
+    /// Reads a NEW custodian passphrase (quorum mode): at least 12 characters; asked twice on
+    /// the terminal, read once (one line per custodian) from `--passphrase-fd`.
+    pub fn new_custodian_passphrase(&mut self, who: &str) -> CliResult<SecretString> {
+        let confirm = self.is_terminal();
+        self.new_checked(who, confirm)
+    }
+
+    fn new_checked(&mut self, who: &str, confirm: bool) -> CliResult<SecretString> {
+        let first = self.read_one(&format!("New passphrase for {who}: "))?;
+        check_new_passphrase(&first)?;
+        if confirm {
+            let second = self.read_one(&format!("Repeat the new passphrase for {who}: "))?;
+            if first.as_bytes() != second.as_bytes() {
+                return Err(CliError::usage(format!(
+                    "the two passphrases for {who} do not match"
+                )));
+            }
+        }
+        Ok(SecretString::from(first.to_string()))
+    }
+
+    fn read_one(&mut self, prompt: &str) -> CliResult<Zeroizing<String>> {
+        match &mut self.source {
+            Source::Terminal => {
+                let p = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| {
+                    CliError::usage(format!(
+                        "cannot read the passphrase from the terminal ({e}); use --passphrase-fd N"
+                    ))
+                })?);
+                if p.len() > MAX_PASSPHRASE_BYTES {
+                    return Err(CliError::usage("passphrase too long (max 1024 bytes)"));
+                }
+                Ok(p)
+            }
+            Source::Lines(r) => read_line(r.as_mut()),
+        }
+    }
+}
+
+/// Reads one line (without its `\n` / `\r\n`) into a zeroizing buffer.
+fn read_line(r: &mut dyn BufRead) -> CliResult<Zeroizing<String>> {
+    // Reserve up front so the buffer holding the secret is not reallocated (copied) while read.
+    let mut line = Zeroizing::new(String::with_capacity(MAX_PASSPHRASE_BYTES + 2));
+    let n = r
+        .read_line(&mut line)
+        .map_err(|e| CliError::usage(format!("cannot read a passphrase line: {e}")))?;
+    if n == 0 {
+        return Err(CliError::usage(
+            "passphrase input ended early: --passphrase-fd needs one passphrase per line",
+        ));
+    }
+    if line.len() > MAX_PASSPHRASE_BYTES + 2 {
+        return Err(CliError::usage("passphrase too long (max 1024 bytes)"));
+    }
+    while line.ends_with('\n') || line.ends_with('\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+/// Checks the policy for new passphrases (length only; the server derives keys with Argon2id).
+pub fn check_new_passphrase(p: &str) -> CliResult<()> {
+    if p.chars().count() < MIN_NEW_PASSPHRASE_CHARS {
+        return Err(CliError::usage(format!(
+            "a new passphrase needs at least {MIN_NEW_PASSPHRASE_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Copies a secret into the request field the gRPC message needs.
+pub fn to_wire(p: &SecretString) -> String {
+    p.expose_secret().to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use std::io::Write;
+
+    fn reader(text: &str) -> PassphraseReader {
+        PassphraseReader::from_reader(Box::new(Cursor::new(text.as_bytes().to_vec())))
+    }
+
+    #[test]
+    fn reads_one_passphrase_per_line() {
+        let mut r = reader("first passphrase\r\nsecond one here\nthird\n");
+        assert_eq!(r.existing("a").unwrap().expose_secret(), "first passphrase");
+        assert_eq!(
+            r.new_custodian_passphrase("custodian 2")
+                .unwrap()
+                .expose_secret(),
+            "second one here"
+        );
+        assert_eq!(r.existing("c").unwrap().expose_secret(), "third");
+        let err = r.existing("d").unwrap_err();
+        assert!(err.to_string().contains("ended early"), "{err}");
+    }
+
+    #[test]
+    fn last_line_without_newline_is_read() {
+        let mut r = reader("no newline at end");
+        assert_eq!(
+            r.existing("a").unwrap().expose_secret(),
+            "no newline at end"
+        );
+    }
+
+    #[test]
+    fn new_appliance_passphrase_needs_a_matching_confirmation_line() {
+        let mut r = reader("a long passphrase\na long passphrase\n");
+        assert_eq!(
+            r.new_passphrase("the appliance").unwrap().expose_secret(),
+            "a long passphrase"
+        );
+        let mut r = reader("a long passphrase\na different one!\n");
+        let e = r.new_passphrase("the appliance").unwrap_err();
+        assert!(e.to_string().contains("do not match"), "{e}");
+        let mut r = reader("a long passphrase\n");
+        assert!(r.new_passphrase("the appliance").is_err());
+    }
+
+    #[test]
+    fn new_passphrase_must_be_long_enough() {
+        let mut r = reader("short\nshort\n");
+        let err = r.new_passphrase("the appliance").unwrap_err();
+        assert!(err.to_string().contains("at least 12"), "{err}");
+        let mut r = reader("short\n");
+        let err = r.new_custodian_passphrase("custodian 1").unwrap_err();
+        assert!(err.to_string().contains("at least 12"), "{err}");
+        assert!(check_new_passphrase("exactly12chr").is_ok());
+        assert!(check_new_passphrase("elevenchars").is_err());
+    }
+
+    #[test]
+    fn empty_existing_passphrase_is_refused() {
+        let mut r = reader("\n");
+        assert!(r.existing("a").is_err());
+    }
+
+    #[test]
+    fn overlong_line_is_refused() {
+        let long = "x".repeat(2000) + "\n";
+        let mut r = reader(&long);
+        assert!(r
+            .existing("a")
+            .unwrap_err()
+            .to_string()
+            .contains("too long"));
+    }
+
+    #[test]
+    fn reads_from_a_file_descriptor_path() {
+        // A real descriptor: open a temp file and read it through /proc/self/fd/N of our own
+        // process by opening it via PassphraseReader::open on the descriptor of a File we hold.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "fd passphrase one").unwrap();
+        writeln!(f, "fd passphrase two").unwrap();
+        f.flush().unwrap();
+        let held = File::open(f.path()).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+        let mut r = PassphraseReader::open(Some(u32::try_from(fd).unwrap())).unwrap();
+        assert!(!r.is_terminal());
+        assert_eq!(
+            r.existing("a").unwrap().expose_secret(),
+            "fd passphrase one"
+        );
+        assert_eq!(
+            r.existing("b").unwrap().expose_secret(),
+            "fd passphrase two"
+        );
+    }
+
+    #[test]
+    fn closed_descriptor_is_a_usage_error() {
+        let err = PassphraseReader::open(Some(987_654)).unwrap_err();
+        assert_eq!(err.kind().code(), 1);
+        assert!(err.to_string().contains("--passphrase-fd 987654"));
+    }
+
+    #[test]
+    fn debug_does_not_show_content() {
+        let r = reader("secret-material-xyz\n");
+        assert!(!format!("{r:?}").contains("secret-material"));
+    }
+}
