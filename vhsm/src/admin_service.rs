@@ -1,0 +1,482 @@
+//! The `vhsm.v1.Admin` service: ceremonies, key management, backup and audit on the core.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vhsm_core::{Error, InitRequest as CoreInit, NewKey, RekeyAuth, Vhsm};
+use vhsm_proto::v1::admin_server::Admin;
+use vhsm_proto::v1::{
+    init_request, CreateBackupRequest, CreateBackupResponse, CreateKeyRequest, EncryptedShare,
+    ExportAuditRequest, ExportAuditResponse, GetAuditPublicKeyRequest, GetAuditPublicKeyResponse,
+    ImportKeyRequest, InitRequest, InitResponse, KeyIdRequest, KeyResponse, ListKeysRequest,
+    ListKeysResponse, NewImportKeyRequest, NewImportKeyResponse, RekeyRequest, ResetUnsealRequest,
+    RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest, SealRequest,
+    SealResponse, SetMinDecryptionVersionRequest, StatusRequest, StatusResponse, UnsealRequest,
+    UnsealResponse,
+};
+use zeroize::Zeroize;
+
+use crate::access::Method;
+use crate::convert::{self, take_secret};
+use crate::dispatch::{core_status, Dispatcher};
+use crate::roles::Caller;
+
+/// Records returned by ExportAudit when the request's limit is 0.
+pub const DEFAULT_AUDIT_LIMIT: usize = 1000;
+/// Most records one ExportAudit returns.
+pub const MAX_AUDIT_LIMIT: usize = 10_000;
+
+/// The Admin service (role `admin`; auditor may call Status and the audit calls).
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    d: Arc<Dispatcher>,
+}
+
+impl AdminService {
+    /// A service over the shared dispatcher.
+    pub fn new(d: Arc<Dispatcher>) -> Self {
+        AdminService { d }
+    }
+}
+
+fn err(e: Error) -> Status {
+    core_status(&e)
+}
+
+fn key_response(r: Result<vhsm_core::KeyInfo, Error>) -> Result<KeyResponse, Status> {
+    r.map(|k| KeyResponse {
+        key: Some(convert::key_info(k)),
+    })
+    .map_err(err)
+}
+
+fn unseal_response(p: vhsm_core::UnsealProgress) -> UnsealResponse {
+    UnsealResponse {
+        seal_state: convert::seal_state(p.state) as i32,
+        progress: u32::from(p.progress),
+        threshold: u32::from(p.threshold),
+    }
+}
+
+/// Parses a wire init request, moving every passphrase into a `SecretString`.
+fn core_init(req: Option<InitRequest>) -> Result<CoreInit, Error> {
+    match req.and_then(|r| r.mode) {
+        Some(init_request::Mode::Passphrase(mut p)) => {
+            Ok(CoreInit::Passphrase(take_secret(&mut p.passphrase)))
+        }
+        Some(init_request::Mode::Shares(mut s)) => {
+            let custodian_passphrases = s
+                .custodian_passphrases
+                .iter_mut()
+                .map(take_secret)
+                .collect();
+            Ok(CoreInit::Shares {
+                threshold: convert::to_u8(s.threshold, "threshold")?,
+                custodian_passphrases,
+            })
+        }
+        None => Err(Error::InvalidArgument("mode")),
+    }
+}
+
+fn init_response(o: vhsm_core::InitOutcome) -> InitResponse {
+    InitResponse {
+        store_id: o.store_id,
+        shares: o
+            .shares
+            .into_iter()
+            .map(|s| EncryptedShare {
+                index: u32::from(s.index),
+                share: s.bytes,
+                fingerprint: s.fingerprint,
+            })
+            .collect(),
+        audit_key_fingerprint: o.audit_key_fingerprint,
+    }
+}
+
+fn rekey(v: &Vhsm, c: &Caller, mut r: RekeyRequest) -> Result<InitResponse, Status> {
+    let auth = match (r.old_passphrase.is_empty(), r.old_shares.is_empty()) {
+        (false, true) => RekeyAuth::Passphrase(take_secret(&mut r.old_passphrase)),
+        (true, false) => RekeyAuth::Shares(
+            r.old_shares
+                .iter_mut()
+                .map(|s| (std::mem::take(&mut s.share), take_secret(&mut s.passphrase)))
+                .collect(),
+        ),
+        _ => {
+            r.old_passphrase.zeroize();
+            return Err(err(Error::InvalidArgument("old_passphrase")));
+        }
+    };
+    let new = core_init(r.new_config.take()).map_err(err)?;
+    v.rekey(auth, new, &c.identity)
+        .map(init_response)
+        .map_err(err)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let node_id = self.d.node_id().to_owned();
+        self.d
+            .call(request, Method::Status, "", move |v, _, _| {
+                let s = v.status();
+                Ok(StatusResponse {
+                    node_id,
+                    seal_state: convert::seal_state(s.seal_state) as i32,
+                    unseal_mode: s
+                        .unseal_mode
+                        .map(|m| m.as_str().to_owned())
+                        .unwrap_or_default(),
+                    threshold: u32::from(s.threshold),
+                    share_count: u32::from(s.share_count),
+                    unseal_progress: u32::from(s.unseal_progress),
+                    key_count: s.key_count,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    store_id: s.store_id,
+                    audit_head_seq: s.audit_head_seq,
+                    audit_head_hash: s.audit_head_hash,
+                    restore_pending: s.restore_pending,
+                })
+            })
+            .await
+    }
+
+    async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        self.d
+            .call(request, Method::Init, "", |v, c, r| {
+                let req = core_init(Some(r)).map_err(err)?;
+                v.initialize(req, &c.identity)
+                    .map(init_response)
+                    .map_err(err)
+            })
+            .await
+    }
+
+    async fn unseal(
+        &self,
+        request: Request<UnsealRequest>,
+    ) -> Result<Response<UnsealResponse>, Status> {
+        self.d
+            .call(request, Method::Unseal, "", |v, c, mut r| {
+                let passphrase = take_secret(&mut r.passphrase);
+                let progress = if r.share.is_empty() {
+                    v.unseal_with_passphrase(&passphrase, &c.identity)
+                } else {
+                    let p = v.submit_share(&r.share, &passphrase, &c.identity);
+                    r.share.zeroize();
+                    p
+                };
+                progress.map(unseal_response).map_err(err)
+            })
+            .await
+    }
+
+    async fn reset_unseal(
+        &self,
+        request: Request<ResetUnsealRequest>,
+    ) -> Result<Response<UnsealResponse>, Status> {
+        self.d
+            .call(request, Method::ResetUnseal, "", |v, c, _| {
+                Ok(unseal_response(v.reset_unseal(&c.identity)))
+            })
+            .await
+    }
+
+    async fn seal(&self, request: Request<SealRequest>) -> Result<Response<SealResponse>, Status> {
+        self.d
+            .call(request, Method::Seal, "", |v, c, _| {
+                v.seal(&c.identity).map(|()| SealResponse {}).map_err(err)
+            })
+            .await
+    }
+
+    async fn rekey(
+        &self,
+        request: Request<RekeyRequest>,
+    ) -> Result<Response<InitResponse>, Status> {
+        self.d.call(request, Method::Rekey, "", rekey).await
+    }
+
+    async fn create_key(
+        &self,
+        request: Request<CreateKeyRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::CreateKey, "", |v, c, r| {
+                let spec = NewKey {
+                    id: r.key_id,
+                    usage: convert::usage_set(&r.usage).map_err(err)?,
+                    labels: convert::labels(r.labels),
+                };
+                key_response(v.create_key(spec, &c.identity))
+            })
+            .await
+    }
+
+    async fn new_import_key(
+        &self,
+        request: Request<NewImportKeyRequest>,
+    ) -> Result<Response<NewImportKeyResponse>, Status> {
+        self.d
+            .call(request, Method::NewImportKey, "", |v, c, _| {
+                let k = v.new_import_key(&c.identity).map_err(err)?;
+                Ok(NewImportKeyResponse {
+                    import_key_id: k.id,
+                    import_key: k.key.expose().to_vec(),
+                    expires_at_ms: k.expires_at_ms,
+                })
+            })
+            .await
+    }
+
+    async fn import_key(
+        &self,
+        request: Request<ImportKeyRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::ImportKey, "", |v, c, r| {
+                let spec = NewKey {
+                    id: r.key_id,
+                    usage: convert::usage_set(&r.usage).map_err(err)?,
+                    labels: convert::labels(r.labels),
+                };
+                key_response(v.import_key(spec, &r.import_key_id, &r.wrapped_key, &c.identity))
+            })
+            .await
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<ListKeysRequest>,
+    ) -> Result<Response<ListKeysResponse>, Status> {
+        self.d
+            .call(request, Method::ListKeys, "", |v, _, _| {
+                let keys = v.list_keys().map_err(err)?;
+                Ok(ListKeysResponse {
+                    keys: keys.into_iter().map(convert::key_info).collect(),
+                })
+            })
+            .await
+    }
+
+    async fn describe_key(
+        &self,
+        request: Request<KeyIdRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::DescribeKey, "", |v, _, r| {
+                key_response(v.describe_key(&r.key_id))
+            })
+            .await
+    }
+
+    async fn rotate_key(
+        &self,
+        request: Request<KeyIdRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::RotateKey, "", |v, c, r| {
+                key_response(v.rotate_key(&r.key_id, &c.identity))
+            })
+            .await
+    }
+
+    async fn set_min_decryption_version(
+        &self,
+        request: Request<SetMinDecryptionVersionRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::SetMinDecryptionVersion, "", |v, c, r| {
+                key_response(v.set_min_decryption_version(
+                    &r.key_id,
+                    r.min_decryption_version,
+                    &c.identity,
+                ))
+            })
+            .await
+    }
+
+    async fn enable_key(
+        &self,
+        request: Request<KeyIdRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::EnableKey, "", |v, c, r| {
+                key_response(v.enable_key(&r.key_id, &c.identity))
+            })
+            .await
+    }
+
+    async fn disable_key(
+        &self,
+        request: Request<KeyIdRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::DisableKey, "", |v, c, r| {
+                key_response(v.disable_key(&r.key_id, &c.identity))
+            })
+            .await
+    }
+
+    async fn schedule_key_deletion(
+        &self,
+        request: Request<ScheduleKeyDeletionRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::ScheduleKeyDeletion, "", |v, c, r| {
+                key_response(v.schedule_key_deletion(&r.key_id, r.waiting_days, &c.identity))
+            })
+            .await
+    }
+
+    async fn cancel_key_deletion(
+        &self,
+        request: Request<KeyIdRequest>,
+    ) -> Result<Response<KeyResponse>, Status> {
+        self.d
+            .call(request, Method::CancelKeyDeletion, "", |v, c, r| {
+                key_response(v.cancel_key_deletion(&r.key_id, &c.identity))
+            })
+            .await
+    }
+
+    async fn create_backup(
+        &self,
+        request: Request<CreateBackupRequest>,
+    ) -> Result<Response<CreateBackupResponse>, Status> {
+        self.d
+            .call(request, Method::CreateBackup, "", |v, c, _| {
+                let backup = v.backup(&c.identity).map_err(err)?;
+                let sha256 = hex::encode(vhsm_core::crypto::sha256(&backup));
+                Ok(CreateBackupResponse { backup, sha256 })
+            })
+            .await
+    }
+
+    async fn restore_backup(
+        &self,
+        request: Request<RestoreBackupRequest>,
+    ) -> Result<Response<RestoreBackupResponse>, Status> {
+        self.d
+            .call(request, Method::RestoreBackup, "", |v, c, r| {
+                let s = v.stage_restore(&r.backup, &c.identity).map_err(err)?;
+                Ok(RestoreBackupResponse {
+                    store_id: s.store_id,
+                    unseal_mode: s
+                        .unseal_mode
+                        .map(|m| m.as_str().to_owned())
+                        .unwrap_or_default(),
+                    threshold: u32::from(s.threshold),
+                })
+            })
+            .await
+    }
+
+    async fn export_audit(
+        &self,
+        request: Request<ExportAuditRequest>,
+    ) -> Result<Response<ExportAuditResponse>, Status> {
+        self.d
+            .call(request, Method::ExportAudit, "", |v, _, r| {
+                export_audit(v, &r)
+            })
+            .await
+    }
+
+    async fn get_audit_public_key(
+        &self,
+        request: Request<GetAuditPublicKeyRequest>,
+    ) -> Result<Response<GetAuditPublicKeyResponse>, Status> {
+        self.d
+            .call(request, Method::GetAuditPublicKey, "", |v, _, _| {
+                let pk = v.audit_public_key().map_err(err)?;
+                Ok(GetAuditPublicKeyResponse {
+                    public_key: pk.to_vec(),
+                    fingerprint: hex::encode(vhsm_core::crypto::sha256(&pk)),
+                })
+            })
+            .await
+    }
+}
+
+/// The requested record count, defaulted and capped.
+fn audit_limit(requested: u32) -> usize {
+    match usize::try_from(requested) {
+        Ok(0) => DEFAULT_AUDIT_LIMIT,
+        Ok(n) => n.min(MAX_AUDIT_LIMIT),
+        Err(_) => MAX_AUDIT_LIMIT,
+    }
+}
+
+fn export_audit(v: &Vhsm, r: &ExportAuditRequest) -> Result<ExportAuditResponse, Status> {
+    let limit = audit_limit(r.limit);
+    let _ = (v, limit);
+    // TODO(h3): wire to Vhsm::audit_records once the core exposes it.
+    Err(err(Error::Internal(
+        "audit export not available yet".into(),
+    )))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use vhsm_proto::v1::{PassphraseMode, SharesMode};
+
+    #[test]
+    fn audit_limit_defaults_and_caps() {
+        assert_eq!(audit_limit(0), DEFAULT_AUDIT_LIMIT);
+        assert_eq!(audit_limit(5), 5);
+        assert_eq!(audit_limit(u32::MAX), MAX_AUDIT_LIMIT);
+    }
+
+    #[test]
+    fn init_request_parsing() {
+        let r = InitRequest {
+            mode: Some(init_request::Mode::Passphrase(PassphraseMode {
+                passphrase: "pw".into(),
+            })),
+        };
+        match core_init(Some(r)).unwrap() {
+            CoreInit::Passphrase(p) => assert_eq!(p.expose_secret(), "pw"),
+            other => panic!("unexpected {other:?}"),
+        }
+        let r = InitRequest {
+            mode: Some(init_request::Mode::Shares(SharesMode {
+                threshold: 2,
+                custodian_passphrases: vec!["a".into(), "b".into(), "c".into()],
+            })),
+        };
+        match core_init(Some(r)).unwrap() {
+            CoreInit::Shares {
+                threshold,
+                custodian_passphrases,
+            } => {
+                assert_eq!(threshold, 2);
+                assert_eq!(custodian_passphrases.len(), 3);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(
+            core_init(Some(InitRequest { mode: None })).unwrap_err(),
+            Error::InvalidArgument("mode")
+        );
+        assert_eq!(core_init(None).unwrap_err(), Error::InvalidArgument("mode"));
+        let r = InitRequest {
+            mode: Some(init_request::Mode::Shares(SharesMode {
+                threshold: 300,
+                custodian_passphrases: vec!["a".into()],
+            })),
+        };
+        assert_eq!(
+            core_init(Some(r)).unwrap_err(),
+            Error::InvalidArgument("threshold")
+        );
+    }
+}

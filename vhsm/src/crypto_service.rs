@@ -1,0 +1,162 @@
+//! The `vhsm.v1.Crypto` service: encrypt/decrypt/wrap/unwrap/random/metadata/health on the core.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vhsm_core::DecryptInput;
+use vhsm_proto::v1::crypto_server::Crypto;
+use vhsm_proto::v1::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, GenerateRandomRequest,
+    GenerateRandomResponse, GetKeyMetadataRequest, GetKeyMetadataResponse, HealthRequest,
+    HealthResponse, UnwrapKeyRequest, UnwrapKeyResponse, WrapKeyRequest, WrapKeyResponse,
+};
+use zeroize::Zeroize;
+
+use crate::access::Method;
+use crate::convert;
+use crate::dispatch::{core_status, Dispatcher};
+use crate::error_map;
+
+/// Model string reported by Health.
+pub const MODEL: &str = "vhsmd";
+
+/// The Crypto service (role `crypto`; admin may call Health and GetKeyMetadata).
+#[derive(Debug, Clone)]
+pub struct CryptoService {
+    d: Arc<Dispatcher>,
+}
+
+impl CryptoService {
+    /// A service over the shared dispatcher.
+    pub fn new(d: Arc<Dispatcher>) -> Self {
+        CryptoService { d }
+    }
+}
+
+#[tonic::async_trait]
+impl Crypto for CryptoService {
+    async fn encrypt(
+        &self,
+        request: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
+        let rid = request.get_ref().request_id.clone();
+        self.d
+            .call(request, Method::Encrypt, &rid, |v, _, mut r| {
+                let out = v.encrypt(&r.key_id, &r.plaintext, &r.aad);
+                r.plaintext.zeroize();
+                let out = out.map_err(|e| core_status(&e))?;
+                Ok(EncryptResponse {
+                    ciphertext: out.ciphertext,
+                    iv: out.iv.to_vec(),
+                    tag: out.tag.to_vec(),
+                    metadata: out.metadata,
+                })
+            })
+            .await
+    }
+
+    async fn decrypt(
+        &self,
+        request: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
+        let rid = request.get_ref().request_id.clone();
+        self.d
+            .call(request, Method::Decrypt, &rid, |v, _, r| {
+                let input = DecryptInput {
+                    ciphertext: &r.ciphertext,
+                    iv: &r.iv,
+                    tag: &r.tag,
+                    aad: &r.aad,
+                    metadata: &r.metadata,
+                };
+                let plaintext = v.decrypt(&r.key_id, &input).map_err(|e| core_status(&e))?;
+                Ok(DecryptResponse {
+                    plaintext: plaintext.to_vec(),
+                })
+            })
+            .await
+    }
+
+    async fn get_key_metadata(
+        &self,
+        request: Request<GetKeyMetadataRequest>,
+    ) -> Result<Response<GetKeyMetadataResponse>, Status> {
+        let rid = request.get_ref().request_id.clone();
+        self.d
+            .call(request, Method::GetKeyMetadata, &rid, |v, _, r| {
+                let k = v.key_metadata(&r.key_id).map_err(|e| core_status(&e))?;
+                Ok(GetKeyMetadataResponse {
+                    key: Some(convert::key_info(k)),
+                })
+            })
+            .await
+    }
+
+    async fn wrap_key(
+        &self,
+        request: Request<WrapKeyRequest>,
+    ) -> Result<Response<WrapKeyResponse>, Status> {
+        let rid = request.get_ref().request_id.clone();
+        self.d
+            .call(request, Method::WrapKey, &rid, |v, _, mut r| {
+                let out = v.wrap_key(&r.key_id, &r.key_material);
+                r.key_material.zeroize();
+                let (wrapped, key_version) = out.map_err(|e| core_status(&e))?;
+                Ok(WrapKeyResponse {
+                    wrapped,
+                    key_version,
+                })
+            })
+            .await
+    }
+
+    async fn unwrap_key(
+        &self,
+        request: Request<UnwrapKeyRequest>,
+    ) -> Result<Response<UnwrapKeyResponse>, Status> {
+        let rid = request.get_ref().request_id.clone();
+        self.d
+            .call(request, Method::UnwrapKey, &rid, |v, _, r| {
+                let material = v
+                    .unwrap_key(&r.key_id, &r.wrapped, r.key_version)
+                    .map_err(|e| core_status(&e))?;
+                Ok(UnwrapKeyResponse {
+                    key_material: material.to_vec(),
+                })
+            })
+            .await
+    }
+
+    async fn generate_random(
+        &self,
+        request: Request<GenerateRandomRequest>,
+    ) -> Result<Response<GenerateRandomResponse>, Status> {
+        self.d
+            .call(request, Method::GenerateRandom, "", |v, _, r| {
+                let len =
+                    usize::try_from(r.length).map_err(|_| error_map::invalid_argument("length"))?;
+                let random = v.random(len).map_err(|e| core_status(&e))?;
+                Ok(GenerateRandomResponse { random })
+            })
+            .await
+    }
+
+    async fn health(
+        &self,
+        request: Request<HealthRequest>,
+    ) -> Result<Response<HealthResponse>, Status> {
+        let node_id = self.d.node_id().to_owned();
+        self.d
+            .call(request, Method::Health, "", move |v, _, _| {
+                let s = v.status();
+                Ok(HealthResponse {
+                    node_id,
+                    seal_state: convert::seal_state(s.seal_state) as i32,
+                    model: MODEL.to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    key_count: s.key_count,
+                })
+            })
+            .await
+    }
+}

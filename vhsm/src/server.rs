@@ -1,0 +1,250 @@
+//! Starts vhsmd on a bound listener: store, core, mTLS gRPC services, reaper, graceful stop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use vhsm_core::{KdfParams, Options, OsRandom, Reason, SealState, StorageError, SystemClock, Vhsm};
+use vhsm_proto::v1::admin_server::AdminServer;
+use vhsm_proto::v1::crypto_server::CryptoServer;
+
+use crate::admin_service::AdminService;
+use crate::config::Config;
+use crate::crypto_service::CryptoService;
+use crate::dispatch::Dispatcher;
+use crate::roles::RoleMap;
+use crate::storage::{create_private_dir, SledStorage};
+use crate::tls::{server_tls_config, TlsError};
+
+/// Largest Crypto request accepted (plaintext is at most 64 KiB).
+pub const MAX_CRYPTO_MESSAGE: usize = 1024 * 1024;
+/// Largest Admin request accepted (backups).
+pub const MAX_ADMIN_MESSAGE: usize = 64 * 1024 * 1024;
+/// Actor recorded in the audit log for the daemon's own actions (shutdown seal).
+pub const DAEMON_ACTOR: &str = "vhsmd";
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// TLS files missing or invalid.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The store could not be opened (e.g. another process holds it).
+    #[error("cannot open store {path}: {source}")]
+    Store {
+        /// Store directory.
+        path: String,
+        /// Backend error.
+        source: StorageError,
+    },
+    /// The core refused to open the store.
+    #[error("cannot open the vhsm core: {0}")]
+    Core(vhsm_core::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Socket error.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Core options from the config (`[dev] insecure_fast_kdf` selects test KDF parameters).
+pub fn core_options(config: &Config) -> Options {
+    let base = Options {
+        partial_unseal_timeout_ms: config.seal.partial_unseal_timeout_secs.saturating_mul(1000),
+        min_deletion_waiting_days: config.keys.min_deletion_waiting_days,
+        ..Options::default()
+    };
+    if config.dev.insecure_fast_kdf {
+        Options {
+            kdf: KdfParams::INSECURE_FAST_FOR_TESTS,
+            allow_weak_kdf: true,
+            ..base
+        }
+    } else {
+        base
+    }
+}
+
+/// Checks everything `serve` would load before it binds: TLS files parse.
+pub fn preflight(config: &Config) -> Result<(), ServeError> {
+    server_tls_config(&config.tls)?;
+    Ok(())
+}
+
+/// An opened daemon: TLS loaded, store open (and locked), core ready; not yet serving.
+#[derive(Debug)]
+pub struct Daemon {
+    config: Config,
+    tls: tonic::transport::ServerTlsConfig,
+    storage: Arc<SledStorage>,
+    vhsm: Arc<Vhsm>,
+}
+
+impl Daemon {
+    /// Loads TLS, creates `data_dir` (0o700), opens the store and the core.
+    ///
+    /// `config` must be validated ([`Config::load`] does it).
+    pub fn open(config: &Config) -> Result<Daemon, ServeError> {
+        let tls = server_tls_config(&config.tls)?;
+        let store_err = |source| ServeError::Store {
+            path: config.store_dir().display().to_string(),
+            source,
+        };
+        create_private_dir(&config.data_dir).map_err(store_err)?;
+        let storage = Arc::new(SledStorage::open(&config.store_dir()).map_err(store_err)?);
+        if config.dev.insecure_fast_kdf {
+            tracing::warn!(
+                "[dev] insecure_fast_kdf = true: passphrases are protected by test-only \
+                 Argon2id parameters; NEVER use this configuration in production"
+            );
+        }
+        let vhsm = Vhsm::open(
+            Arc::clone(&storage) as Arc<dyn vhsm_core::Storage>,
+            Arc::new(OsRandom),
+            Arc::new(SystemClock),
+            core_options(config),
+        )
+        .map_err(ServeError::Core)?;
+        Ok(Daemon {
+            config: config.clone(),
+            tls,
+            storage,
+            vhsm: Arc::new(vhsm),
+        })
+    }
+
+    /// The core.
+    pub fn vhsm(&self) -> &Arc<Vhsm> {
+        &self.vhsm
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish,
+    /// seals the core (zeroizing every key in memory) and flushes the store.
+    pub async fn run<F>(self, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let Daemon {
+            config,
+            tls,
+            storage,
+            vhsm,
+        } = self;
+        let dispatcher = Arc::new(Dispatcher::new(
+            Arc::clone(&vhsm),
+            RoleMap::from_config(&config.roles),
+            config.node_id.clone(),
+        ));
+        let reaper = tokio::spawn(crate::reaper::run(
+            Arc::clone(&vhsm),
+            Duration::from_secs(config.keys.deletion_check_secs),
+        ));
+
+        let addr = listener.local_addr()?;
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = Server::builder()
+            .tls_config(tls)?
+            .add_service(
+                CryptoServer::new(CryptoService::new(Arc::clone(&dispatcher)))
+                    .max_decoding_message_size(MAX_CRYPTO_MESSAGE),
+            )
+            .add_service(
+                AdminServer::new(AdminService::new(Arc::clone(&dispatcher)))
+                    .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+                    .max_encoding_message_size(MAX_ADMIN_MESSAGE),
+            );
+        drop(dispatcher);
+        tracing::info!(node_id = %config.node_id, "vhsmd listening on {addr}");
+        let served = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        tracing::info!("vhsmd stopping: sealing and flushing the store");
+
+        reaper.abort();
+        let _ = reaper.await;
+        seal_for_shutdown(&vhsm);
+        if let Err(e) = storage.flush() {
+            tracing::error!(error = %e, "flushing the store at shutdown failed");
+        }
+        served?;
+        Ok(())
+    }
+}
+
+/// Opens the daemon ([`Daemon::open`]) and serves on `listener` until `shutdown` resolves
+/// ([`Daemon::run`]). When it returns, the store is sealed, flushed and closed.
+pub async fn serve<F>(config: &Config, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send,
+{
+    Daemon::open(config)?.run(listener, shutdown).await
+}
+
+fn seal_for_shutdown(vhsm: &Vhsm) {
+    if vhsm.status().seal_state != SealState::Unsealed {
+        return;
+    }
+    match vhsm.seal(DAEMON_ACTOR) {
+        Ok(()) => tracing::info!("sealed at shutdown"),
+        Err(e) if matches!(e.reason(), Reason::Sealed | Reason::Uninitialized) => {}
+        Err(e) => tracing::error!(error = %e, "sealing at shutdown failed"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn config(dev: bool) -> Config {
+        let mut c = Config::parse(
+            r#"
+node_id = "n"
+data_dir = "/tmp/x"
+[listen]
+addr = "127.0.0.1:1"
+[tls]
+cert = "/c"
+key = "/k"
+client_ca = "/ca"
+[roles]
+admin = ["admin"]
+[seal]
+partial_unseal_timeout_secs = 30
+[keys]
+min_deletion_waiting_days = 3
+"#,
+        )
+        .unwrap();
+        c.dev.insecure_fast_kdf = dev;
+        c
+    }
+
+    #[test]
+    fn production_options_use_recommended_kdf() {
+        let o = core_options(&config(false));
+        assert_eq!(o.kdf, KdfParams::RECOMMENDED);
+        assert!(!o.allow_weak_kdf);
+        assert_eq!(o.partial_unseal_timeout_ms, 30_000);
+        assert_eq!(o.min_deletion_waiting_days, 3);
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn dev_options_use_fast_kdf() {
+        let o = core_options(&config(true));
+        assert_eq!(o.kdf, KdfParams::INSECURE_FAST_FOR_TESTS);
+        assert!(o.allow_weak_kdf);
+        o.validate().unwrap();
+    }
+
+    #[test]
+    fn preflight_reports_missing_tls_file() {
+        let e = preflight(&config(false)).unwrap_err();
+        assert_eq!(e.to_string(), "tls.cert: file not found");
+    }
+}
