@@ -977,6 +977,54 @@ secret_file = "s2"
     }
 
     #[test]
+    fn deploy_example_is_valid() {
+        let example = include_str!("../../deploy/keystores.example.toml");
+        let dir = tempfile::tempdir().unwrap();
+        write_secret(dir.path(), "default-1", SECRET1);
+        write_secret(dir.path(), "default-2", SECRET2);
+        let text = example.replace(
+            "/etc/xks-front/secrets/",
+            &format!("{}/", dir.path().display()),
+        );
+        let ks = parse(&text, Path::new("/nonexistent")).unwrap();
+        let (store, rest) = ks
+            .route("/example/kms/xks/v1/keys/demo-key/encrypt")
+            .unwrap();
+        assert_eq!(rest, "/kms/xks/v1/keys/demo-key/encrypt");
+        assert_eq!(store.access_key_ids().count(), 2);
+        assert_eq!(store.policy().len(), 3);
+        let batch = AuthzRequest {
+            key_id: "demo-key",
+            kms_operation: "Decrypt",
+            aws_principal_arn: Some("arn:aws:iam::111122223333:role/batch-7"),
+            aws_source_vpce: Some("vpce-0123456789abcdef0"),
+            ..AuthzRequest::default()
+        };
+        assert_eq!(
+            store.authorize(&batch),
+            Decision::Deny {
+                rule: Some("deny-batch-decrypt-via-shared-vpce".into())
+            }
+        );
+        let direct = AuthzRequest {
+            aws_source_vpce: None,
+            ..batch
+        };
+        assert!(store.authorize(&direct).is_allow());
+        let service = AuthzRequest {
+            kms_operation: "Encrypt",
+            aws_principal_arn: Some("AWS Internal"),
+            ..direct
+        };
+        assert!(store.authorize(&service).is_allow());
+        let stranger = AuthzRequest {
+            aws_principal_arn: Some("arn:aws:iam::999999999999:root"),
+            ..direct
+        };
+        assert_eq!(store.authorize(&stranger), Decision::Deny { rule: None });
+    }
+
+    #[test]
     fn debug_output_redacts_secrets() {
         let dir = dir_with_secrets();
         let ks = parse(&two_stores(), dir.path()).unwrap();
