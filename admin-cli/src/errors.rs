@@ -88,10 +88,15 @@ impl CliError {
 
     /// vhsmd could not be reached (exit 2).
     pub fn unreachable(endpoint: &str, cause: &str) -> Self {
-        Self::new(
+        let e = Self::new(
             ExitKind::Unreachable,
             format!("cannot reach vhsmd at {endpoint}: {cause}; is it running? check --endpoint"),
-        )
+        );
+        if cause.contains("certificate") || cause.contains("alert") {
+            e.with_hint("the TLS handshake failed: check --server-name, --ca and that the client certificate is signed by vhsmd's client CA")
+        } else {
+            e
+        }
     }
 
     /// Maps a gRPC status from vhsmd (its `ErrorDetail` reason, else its code) to an error.
@@ -348,6 +353,9 @@ mod tests {
             e.to_string(),
             "cannot reach vhsmd at https://127.0.0.1:7443: connection refused; is it running? check --endpoint"
         );
+        assert!(e.hint().is_none());
+        let e = CliError::unreachable("https://h:1", "invalid peer certificate: UnknownIssuer");
+        assert!(e.hint().unwrap().contains("--server-name"));
     }
 
     #[test]
