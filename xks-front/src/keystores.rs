@@ -182,8 +182,10 @@ impl KeyStores {
             line: e
                 .span()
                 .map(|s| {
-                    toml_text[..s.start.min(toml_text.len())]
-                        .matches('\n')
+                    let end = s.start.min(toml_text.len());
+                    toml_text.as_bytes()[..end]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
                         .count()
                         + 1
                 })
