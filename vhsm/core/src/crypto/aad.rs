@@ -16,3 +16,33 @@ pub fn xks_gcm_aad(aad: &[u8], metadata: &[u8]) -> Result<Vec<u8>, CryptoError> 
     out.extend_from_slice(metadata);
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_lengths_big_endian() {
+        assert_eq!(
+            xks_gcm_aad(b"ab", b"c").unwrap(),
+            vec![0, 2, b'a', b'b', 1, b'c']
+        );
+        let aad = vec![0u8; 300];
+        let out = xks_gcm_aad(&aad, &[]).unwrap();
+        assert_eq!(&out[..2], &[0x01, 0x2c]);
+        assert_eq!(out[302], 0);
+    }
+
+    #[test]
+    fn refuses_oversized_inputs() {
+        assert_eq!(
+            xks_gcm_aad(&vec![0; 65536], b"").unwrap_err(),
+            CryptoError::InvalidLength("aad")
+        );
+        assert_eq!(
+            xks_gcm_aad(b"", &[0; 256]).unwrap_err(),
+            CryptoError::InvalidLength("metadata")
+        );
+    }
+}

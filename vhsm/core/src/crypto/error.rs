@@ -16,3 +16,22 @@ pub enum CryptoError {
     #[error("randomness unavailable")]
     Random,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_short_and_fixed() {
+        assert_eq!(
+            CryptoError::AuthenticationFailed.to_string(),
+            "authentication failed"
+        );
+        assert_eq!(
+            CryptoError::InvalidLength("salt").to_string(),
+            "invalid length: salt"
+        );
+        assert_eq!(CryptoError::Kdf.to_string(), "key derivation failed");
+        assert_eq!(CryptoError::Random.to_string(), "randomness unavailable");
+    }
+}

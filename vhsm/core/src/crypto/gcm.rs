@@ -78,3 +78,63 @@ impl fmt::Debug for GcmKey {
         f.write_str("GcmKey([REDACTED])")
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> GcmKey {
+        GcmKey::new(&SecretKey::from_bytes([byte; 32]))
+    }
+
+    #[test]
+    fn seal_then_open_round_trips() {
+        let gcm = key(1);
+        let (ct, tag) = gcm.seal(&[2; 12], b"aad", b"attack at dawn");
+        assert_ne!(ct.as_slice(), b"attack at dawn");
+        assert_eq!(
+            gcm.open(&[2; 12], b"aad", &ct, &tag).unwrap().as_slice(),
+            b"attack at dawn"
+        );
+    }
+
+    #[test]
+    fn seal_in_place_equals_seal() {
+        let gcm = key(1);
+        let (ct, tag) = gcm.seal(&[3; 12], b"x", b"payload bytes");
+        let mut buf = b"payload bytes".to_vec();
+        let tag2 = gcm.seal_in_place(&[3; 12], b"x", &mut buf);
+        assert_eq!((buf, tag2), (ct, tag));
+    }
+
+    #[test]
+    fn open_refuses_every_mismatch_with_one_opaque_error() {
+        let gcm = key(1);
+        let iv = [4; 12];
+        let (ct, tag) = gcm.seal(&iv, b"aad", b"secret");
+        let mut bad_tag = tag;
+        bad_tag[15] ^= 1;
+        let mut bad_ct = ct.clone();
+        bad_ct[0] ^= 1;
+        let failures = [
+            gcm.open(&iv, b"aad", &ct, &bad_tag),
+            gcm.open(&iv, b"aad", &bad_ct, &tag),
+            gcm.open(&iv, b"aae", &ct, &tag),
+            gcm.open(&[5; 12], b"aad", &ct, &tag),
+            key(2).open(&iv, b"aad", &ct, &tag),
+        ];
+        for result in failures {
+            assert_eq!(result.unwrap_err(), CryptoError::AuthenticationFailed);
+        }
+    }
+
+    #[test]
+    fn different_ivs_give_different_ciphertexts() {
+        let gcm = key(1);
+        let (a, ta) = gcm.seal(&[0; 12], b"", b"same plaintext");
+        let (b, tb) = gcm.seal(&[1; 12], b"", b"same plaintext");
+        assert_ne!(a, b);
+        assert_ne!(ta, tb);
+    }
+}

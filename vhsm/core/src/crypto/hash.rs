@@ -50,3 +50,39 @@ pub fn derive_subkey(key: &SecretKey, label: &str) -> SecretKey {
     let out: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(hmac_sha256(key.expose(), &msg));
     SecretKey::from_bytes(*out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_accepts_empty_and_long_keys() {
+        assert_ne!(hmac_sha256(b"", b"data"), hmac_sha256(&[0u8; 200], b"data"));
+        // A key longer than the block is hashed first (RFC 2104).
+        let long = [0x61u8; 100];
+        assert_eq!(hmac_sha256(&long, b"m"), hmac_sha256(&sha256(&long), b"m"));
+    }
+
+    #[test]
+    fn ct_eq_handles_lengths() {
+        assert!(ct_eq(&[1, 2], &[1, 2]));
+        assert!(!ct_eq(&[1, 2], &[1, 3]));
+        assert!(!ct_eq(&[1, 2], &[1, 2, 3]));
+    }
+
+    #[test]
+    fn subkeys_are_bound_to_their_label() {
+        let key = SecretKey::from_bytes([1; 32]);
+        let a = derive_subkey(&key, "a");
+        assert_eq!(a.expose(), &hmac_sha256(&[1; 32], b"vhsm/a"));
+        assert_ne!(a.expose(), derive_subkey(&key, "b").expose());
+        assert_ne!(a.expose(), key.expose());
+    }
+
+    #[test]
+    fn sha256_parts_ignores_part_boundaries() {
+        assert_eq!(sha256_parts(&[b"ab", b"c"]), sha256(b"abc"));
+        assert_eq!(sha256_parts(&[b"a", b"", b"bc"]), sha256(b"abc"));
+    }
+}

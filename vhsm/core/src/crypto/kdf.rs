@@ -63,3 +63,46 @@ pub fn argon2id(
         .map_err(|_| CryptoError::Kdf)?;
     Ok(SecretKey::from_bytes(*out))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_parameter_sets_are_accepted_by_argon2() {
+        for p in [KdfParams::RECOMMENDED, KdfParams::INSECURE_FAST_FOR_TESTS] {
+            assert!(
+                Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(KEY_LEN)).is_ok(),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn insecure_parameters_are_the_argon2_minimum() {
+        let p = KdfParams::INSECURE_FAST_FOR_TESTS;
+        assert_eq!(p.m_cost_kib, Params::MIN_M_COST);
+        assert!(Params::new(p.m_cost_kib - 1, p.t_cost, p.p_cost, None).is_err());
+    }
+
+    #[test]
+    fn salt_shorter_than_16_bytes_is_refused() {
+        let p = KdfParams::INSECURE_FAST_FOR_TESTS;
+        assert_eq!(
+            argon2id(b"pw", &[0; 15], &p).unwrap_err(),
+            CryptoError::InvalidLength("salt")
+        );
+        assert!(argon2id(b"pw", &[0; 16], &p).is_ok());
+    }
+
+    #[test]
+    fn invalid_costs_are_a_kdf_error() {
+        let p = KdfParams {
+            m_cost_kib: 8,
+            t_cost: 0,
+            p_cost: 1,
+        };
+        assert_eq!(argon2id(b"pw", &[0; 16], &p).unwrap_err(), CryptoError::Kdf);
+    }
+}

@@ -70,3 +70,57 @@ fn map_unwrap_error(err: aes_kw::Error) -> CryptoError {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kw_round_trip_adds_one_semiblock() {
+        let kek = SecretKey::from_bytes([1; 32]);
+        let key = [0x5c; 32];
+        let wrapped = aes_kw_wrap(&kek, &key).unwrap();
+        assert_eq!(wrapped.len(), 40);
+        assert_eq!(aes_kw_unwrap(&kek, &wrapped).unwrap().as_slice(), &key);
+    }
+
+    #[test]
+    fn kwp_pads_to_semiblocks() {
+        let kek = SecretKey::from_bytes([1; 32]);
+        assert_eq!(aes_kwp_wrap(&kek, &[1]).unwrap().len(), 16);
+        assert_eq!(aes_kwp_wrap(&kek, &[1; 9]).unwrap().len(), 24);
+        let wrapped = aes_kwp_wrap(&kek, &[7; 9]).unwrap();
+        assert_eq!(aes_kwp_unwrap(&kek, &wrapped).unwrap().as_slice(), &[7; 9]);
+    }
+
+    #[test]
+    fn wrong_kek_is_an_authentication_failure() {
+        let wrapped = aes_kw_wrap(&SecretKey::from_bytes([1; 32]), &[0; 16]).unwrap();
+        assert_eq!(
+            aes_kw_unwrap(&SecretKey::from_bytes([2; 32]), &wrapped).unwrap_err(),
+            CryptoError::AuthenticationFailed
+        );
+        let wrapped = aes_kwp_wrap(&SecretKey::from_bytes([1; 32]), &[0; 5]).unwrap();
+        assert_eq!(
+            aes_kwp_unwrap(&SecretKey::from_bytes([2; 32]), &wrapped).unwrap_err(),
+            CryptoError::AuthenticationFailed
+        );
+    }
+
+    #[test]
+    fn crate_errors_map_to_opaque_or_length_errors() {
+        assert_eq!(
+            map_unwrap_error(aes_kw::Error::IntegrityCheckFailed),
+            CryptoError::AuthenticationFailed
+        );
+        assert_eq!(
+            map_unwrap_error(aes_kw::Error::InvalidDataSize),
+            CryptoError::InvalidLength("wrapped key")
+        );
+        assert_eq!(
+            map_unwrap_error(aes_kw::Error::InvalidOutputSize { expected_len: 8 }),
+            CryptoError::InvalidLength("wrapped key")
+        );
+    }
+}
