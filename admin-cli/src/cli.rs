@@ -479,7 +479,7 @@ pub struct AuditExportArgs {
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// First sequence number to export.
-    #[arg(long = "from", default_value_t = 0, value_name = "SEQ")]
+    #[arg(long = "from", default_value_t = 1, value_name = "SEQ")]
     pub from_seq: u64,
 }
 
