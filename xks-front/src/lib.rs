@@ -1,6 +1,7 @@
 //! xks-front library: the XKS Proxy API v1 router, SigV4, policy, throttling, health, vhsm client.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod cdiv;
 pub mod config;
 pub mod errors;
@@ -10,5 +11,8 @@ pub mod keystores;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod router;
+pub mod server;
 pub mod sigv4;
+pub mod tls;
 pub mod vhsm_client;

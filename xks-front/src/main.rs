@@ -1,3 +1,175 @@
-//! xks-front: the XKS proxy entry point.
+//! xks-front: the XKS proxy entry point (args, hardening, logging, listeners, SIGHUP reload, shutdown).
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use nix::sys::resource::{setrlimit, Resource};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use xks_front::config::Config;
+use xks_front::health::{run_checker, HealthCache};
+use xks_front::keystores::Registry;
+use xks_front::metrics::Metrics;
+use xks_front::router::{router, AppState, Settings};
+use xks_front::server::{serve, TlsSetup};
+use xks_front::vhsm_client::{grpc_nodes, HaGroup, NODE_BACKOFF};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// AWS KMS XKS Proxy API v1 front for vhsmd.
+#[derive(Debug, Parser)]
+#[command(name = "xks-front", version)]
+struct Args {
+    /// Main config file (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Validate the config (and the files it names), then exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn harden() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "prctl(PR_SET_DUMPABLE, 0) failed");
+    }
+    if let Err(e) = setrlimit(Resource::RLIMIT_CORE, 0, 0) {
+        tracing::warn!(error = %e, "setrlimit(RLIMIT_CORE, 0) failed");
+    }
+}
+
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+        LogFormat::Text => b.try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging(args.log_format)?;
+    harden();
+    let cfg = Config::load(&args.config)?;
+    let registry = Registry::new(cfg.keystores_file.clone())
+        .with_context(|| format!("keystores_file {}", cfg.keystores_file.display()))?;
+    let tls = match &cfg.tls {
+        Some(t) if !cfg.listen.plain_http => Some(xks_front::tls::server_config(t)?),
+        _ => None,
+    };
+    if args.check_config {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async { grpc_nodes(&cfg.vhsm) })?;
+        println!("config ok");
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg, registry, tls))
+}
+
+async fn run(
+    cfg: Config,
+    registry: Registry,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
+    let group = Arc::new(HaGroup::new(grpc_nodes(&cfg.vhsm)?, NODE_BACKOFF));
+    let health = Arc::new(HealthCache::new(group.node_ids()));
+    let deadline = Duration::from_millis(cfg.vhsm.deadline_ms);
+    tokio::spawn(run_checker(
+        group.clone(),
+        health.clone(),
+        Some(metrics.clone()),
+        Arc::from(cfg.vhsm.health_key_id.as_str()),
+        deadline,
+        Duration::from_secs(cfg.vhsm.health_cache_secs),
+        stop_rx.clone(),
+    ));
+    let registry = Arc::new(registry);
+    let state = AppState::new(
+        Settings {
+            region: cfg.region.clone(),
+            fleet_size: cfg.fleet_size,
+            deadline,
+            max_concurrency: cfg.limits.max_concurrency,
+        },
+        registry.clone(),
+        group,
+        health,
+        metrics.clone(),
+    );
+    if let Some(m) = &cfg.metrics {
+        let mut rx = stop_rx.clone();
+        let addr = m.addr;
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.changed().await;
+            };
+            if let Err(e) = xks_front::metrics::serve(addr, metrics, stop).await {
+                tracing::error!(%addr, error = %e, "metrics listener failed");
+            }
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen.addr)
+        .await
+        .with_context(|| format!("listen.addr {}", cfg.listen.addr))?;
+    let addr = listener.local_addr()?;
+    let tls_setup = match tls {
+        Some(server_config) => Some(TlsSetup {
+            acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+            client_subjects: cfg
+                .tls
+                .as_ref()
+                .map(|t| t.client_subjects.clone())
+                .unwrap_or_default()
+                .into(),
+        }),
+        None => {
+            tracing::warn!(
+                "!!! listen.plain_http = true: serving the XKS API WITHOUT TLS. Local testing only; \
+                 never expose this listener !!!"
+            );
+            None
+        }
+    };
+    tracing::info!("xks-front listening on {addr}");
+    let server = tokio::spawn(serve(listener, router(state), tls_setup, stop_rx));
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match registry.reload() {
+                Ok(()) => tracing::info!("keystores reloaded"),
+                Err(e) => tracing::error!(error = %e, "keystores reload failed; keeping the previous configuration"),
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}

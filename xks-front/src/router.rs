@@ -1,0 +1,480 @@
+//! The XKS HTTP router: `/ping` plus the API pipeline (limits → SigV4 → throttle → parse → authz → vhsm).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::api::{self, ApiPath, Operation, RequestMetadata};
+use crate::cdiv::cdiv;
+use crate::errors::{ErrorName, XksError};
+use crate::health::{health_response, HealthCache};
+use crate::key_manager::{DecryptInput, KeyManager, KeyState, VhsmError};
+use crate::keystores::{KeyStore, Registry};
+use crate::metrics::Metrics;
+use crate::policy::{AuthzRequest, Decision};
+use crate::ratelimit::RateLimiter;
+use crate::sigv4::{self, SignedRequest, VerifyParams};
+
+/// The SigV4 service name of the XKS API.
+pub const SERVICE: &str = "kms-xks-proxy";
+/// Accepted clock skew of a signed request (spec: 5 minutes).
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// Router settings taken from the main config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Region in the SigV4 scope.
+    pub region: String,
+    /// `xksProxyFleetSize`.
+    pub fleet_size: u32,
+    /// Budget for all vhsm calls of one request.
+    pub deadline: Duration,
+    /// Requests in flight before ThrottlingException.
+    pub max_concurrency: usize,
+}
+
+struct Inner {
+    settings: Settings,
+    keystores: Arc<Registry>,
+    km: Arc<dyn KeyManager>,
+    health: Arc<HealthCache>,
+    metrics: Arc<Metrics>,
+    limiter: RateLimiter,
+    in_flight: Arc<Semaphore>,
+}
+
+/// Shared state of the router (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Builds the state; the rate limiter and the concurrency gate are created here.
+    pub fn new(
+        settings: Settings,
+        keystores: Arc<Registry>,
+        km: Arc<dyn KeyManager>,
+        health: Arc<HealthCache>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let in_flight = Arc::new(Semaphore::new(settings.max_concurrency));
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                keystores,
+                km,
+                health,
+                metrics,
+                limiter: RateLimiter::new(),
+                in_flight,
+            }),
+        }
+    }
+}
+
+/// The whole HTTP surface: `GET /ping` and every XKS API path.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .fallback(api)
+        .with_state(state)
+}
+
+async fn ping() -> &'static str {
+    "ok"
+}
+
+/// What the access log says about one request (never any payload).
+#[derive(Default)]
+struct Ctx {
+    op: Option<Operation>,
+    store: Option<String>,
+    key_id: Option<String>,
+    kms_request_id: Option<String>,
+    kms_operation: Option<String>,
+    node: Option<Arc<str>>,
+}
+
+impl Ctx {
+    fn note_meta(&mut self, m: &RequestMetadata) {
+        self.kms_request_id = m.kms_request_id.as_deref().map(log_safe);
+        self.kms_operation = m.kms_operation.as_deref().map(log_safe);
+    }
+}
+
+/// Caller-supplied text made safe for a log line: printable ASCII only, at most 128 chars.
+fn log_safe(s: &str) -> String {
+    s.chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+async fn api(State(st): State<AppState>, req: Request) -> Response {
+    let start = Instant::now();
+    let mut ctx = Ctx::default();
+    let result = pipeline(&st.inner, req, &mut ctx).await;
+    let (resp, err) = match result {
+        Ok(r) => (r, None),
+        Err(e) => (e.into_response(), Some(e)),
+    };
+    let elapsed = start.elapsed();
+    let op = ctx.op.map_or("Unknown", Operation::as_str);
+    let error_name = err.map(|e| e.name.as_str());
+    st.inner
+        .metrics
+        .observe(op, error_name, elapsed.as_secs_f64());
+    tracing::info!(
+        target: "xks_access",
+        kms_request_id = ctx.kms_request_id.as_deref().unwrap_or("-"),
+        kms_operation = ctx.kms_operation.as_deref().unwrap_or("-"),
+        key_store = ctx.store.as_deref().unwrap_or("-"),
+        key_id = ctx.key_id.as_deref().unwrap_or("-"),
+        xks_operation = op,
+        status = resp.status().as_u16(),
+        error_name = error_name.unwrap_or("-"),
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        vhsm_node = ctx.node.as_deref().unwrap_or("-"),
+        "xks request"
+    );
+    resp
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+const TOO_BIG: XksError = XksError::new(ErrorName::UnsupportedOperation, "request body too large");
+
+async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, XksError> {
+    // 1. Global concurrency gate: fail fast, never queue.
+    let _permit = st
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| XksError::new(ErrorName::Throttling, "too many requests in flight"))?;
+
+    // 2. Route by key-store prefix, then the XKS path.
+    let (parts, body) = req.into_parts();
+    let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > api::MAX_URI {
+        return Err(XksError::new(ErrorName::InvalidUriPath, "URI too long"));
+    }
+    let stores = st.keystores.current();
+    let path = parts.uri.path();
+    let (store, rest) = stores
+        .route(path)
+        .ok_or(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))?;
+    ctx.store = Some(store.name.clone());
+    let api_path = api::parse_path(rest)
+        .ok_or(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))?;
+    let op = api_path.operation();
+    ctx.op = Some(op);
+    if let ApiPath::Key { key_id, .. } = &api_path {
+        ctx.key_id = Some((*key_id).to_string());
+    }
+    if parts.method != Method::POST {
+        return Err(XksError::new(ErrorName::MethodNotAllowed, "use POST"));
+    }
+
+    // 3. Bounded body.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > api::MAX_BODY as u64) {
+        return Err(TOO_BIG);
+    }
+    let body: Bytes = axum::body::to_bytes(body, api::MAX_BODY)
+        .await
+        .map_err(|_| TOO_BIG)?;
+
+    // 4. SigV4 with this key store's credentials.
+    let signed = SignedRequest {
+        method: &parts.method,
+        uri: &parts.uri,
+        headers: &parts.headers,
+        body: &body,
+    };
+    let params = VerifyParams {
+        region: &st.settings.region,
+        service: SERVICE,
+        now: SystemTime::now(),
+        max_skew: MAX_SKEW,
+    };
+    if let Err(e) = sigv4::verify(&signed, &params, &|akid| store.secret_for(akid)) {
+        tracing::warn!(key_store = %store.name, reason = %e, "SigV4 verification failed");
+        return Err(XksError::new(
+            ErrorName::AuthenticationFailed,
+            "request signature verification failed",
+        ));
+    }
+
+    // 5. Per-key-store rate limit.
+    let (rate, burst) = store.rate();
+    if !st
+        .limiter
+        .try_acquire(&store.name, rate, burst, Instant::now())
+    {
+        return Err(XksError::new(
+            ErrorName::Throttling,
+            "key store request rate exceeded",
+        ));
+    }
+
+    // 6. Parse, check sizes, allow-list, secondary authorization, call vhsm.
+    if !is_json(&parts.headers) {
+        return Err(XksError::validation(
+            "Content-Type must be application/json",
+        ));
+    }
+    match api_path {
+        ApiPath::Health => {
+            let r = api::parse_metadata_only(&body, Operation::GetHealthStatus)?;
+            ctx.note_meta(&r.meta);
+            let h = health_response(&st.health, st.settings.fleet_size, Instant::now());
+            let body = serde_json::to_vec(&h)
+                .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))?;
+            Ok(json_response(body))
+        }
+        ApiPath::Key { key_id, op } => {
+            let deadline = || Instant::now() + st.settings.deadline;
+            match op {
+                Operation::GetKeyMetadata => {
+                    let r = api::parse_metadata_only(&body, op)?;
+                    ctx.note_meta(&r.meta);
+                    admit(store, key_id, op, &r.meta)?;
+                    key_metadata(st, key_id, &r.meta, deadline(), ctx).await
+                }
+                Operation::Encrypt => {
+                    let r = api::parse_encrypt(&body)?;
+                    ctx.note_meta(&r.meta);
+                    admit(store, key_id, op, &r.meta)?;
+                    encrypt(st, key_id, &r, deadline(), ctx).await
+                }
+                Operation::Decrypt => {
+                    let r = api::parse_decrypt(&body)?;
+                    ctx.note_meta(&r.meta);
+                    admit(store, key_id, op, &r.meta)?;
+                    decrypt(st, key_id, &r, deadline(), ctx).await
+                }
+                Operation::GetHealthStatus => {
+                    Err(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))
+                }
+            }
+        }
+    }
+}
+
+/// Key allow-list of the key store, then secondary authorization.
+fn admit(
+    store: &KeyStore,
+    key_id: &str,
+    op: Operation,
+    meta: &RequestMetadata,
+) -> Result<(), XksError> {
+    if !store.allows_key(key_id) {
+        return Err(XksError::new(
+            ErrorName::KeyNotFound,
+            "external key not found",
+        ));
+    }
+    let req = AuthzRequest {
+        key_id,
+        kms_operation: meta.kms_operation.as_deref().unwrap_or(""),
+        aws_principal_arn: meta.aws_principal_arn.as_deref(),
+        kms_key_arn: meta.kms_key_arn.as_deref(),
+        kms_via_service: meta.kms_via_service.as_deref(),
+        aws_source_vpc: meta.aws_source_vpc.as_deref(),
+        aws_source_vpce: meta.aws_source_vpce.as_deref(),
+    };
+    match store.authorize(&req) {
+        Decision::Allow { .. } => Ok(()),
+        Decision::Deny { rule } => {
+            tracing::warn!(
+                key_store = %store.name,
+                key_id,
+                xks_operation = op.as_str(),
+                rule = rule.as_deref().unwrap_or("default-deny"),
+                "secondary authorization denied the request"
+            );
+            Err(XksError::new(
+                ErrorName::AccessDenied,
+                "request denied by secondary authorization",
+            ))
+        }
+    }
+}
+
+async fn key_metadata(
+    st: &Inner,
+    key_id: &str,
+    meta: &RequestMetadata,
+    deadline: Instant,
+    ctx: &mut Ctx,
+) -> Result<Response, XksError> {
+    let rid = meta.kms_request_id.as_deref().unwrap_or("");
+    let served = within(deadline, st.km.key_metadata(key_id, rid, deadline)).await?;
+    ctx.node = Some(served.node);
+    let m = served.value;
+    if m.state == KeyState::Destroyed {
+        return Err(XksError::new(
+            ErrorName::KeyNotFound,
+            "external key not found",
+        ));
+    }
+    let mut usage = Vec::with_capacity(2);
+    if m.encrypt {
+        usage.push("ENCRYPT");
+    }
+    if m.decrypt {
+        usage.push("DECRYPT");
+    }
+    let body = api::KeyMetadataResponse {
+        key_spec: m.key_spec,
+        key_usage: usage,
+        key_status: if m.state == KeyState::Enabled {
+            "ENABLED"
+        } else {
+            "DISABLED"
+        },
+    };
+    serde_json::to_vec(&body)
+        .map(json_response)
+        .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))
+}
+
+/// Bounds a key-manager call by the request deadline even if the implementation does not.
+async fn within<T>(
+    deadline: Instant,
+    fut: impl std::future::Future<Output = Result<T, VhsmError>>,
+) -> Result<T, XksError> {
+    match tokio::time::timeout_at(deadline.into(), fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(XksError::from_vhsm(&e)),
+        Err(_) => Err(XksError::from_vhsm(&VhsmError::Timeout)),
+    }
+}
+
+const BAD_OUTPUT: XksError = XksError::new(
+    ErrorName::Internal,
+    "key manager returned a malformed result",
+);
+
+async fn encrypt(
+    st: &Inner,
+    key_id: &str,
+    r: &api::EncryptRequest,
+    deadline: Instant,
+    ctx: &mut Ctx,
+) -> Result<Response, XksError> {
+    let rid = r.meta.kms_request_id.as_deref().unwrap_or("");
+    let served = within(
+        deadline,
+        st.km.encrypt(key_id, &r.plaintext, &r.aad, rid, deadline),
+    )
+    .await?;
+    ctx.node = Some(served.node);
+    let out = served.value;
+    if out.iv.len() != 12
+        || out.tag.len() != 16
+        || out.metadata.len() > api::MAX_METADATA
+        || out.ciphertext.len() != r.plaintext.len()
+    {
+        return Err(BAD_OUTPUT);
+    }
+    let integrity = if r.want_cdiv {
+        // CDIV first, over exactly what we return; then prove it decrypts back.
+        let value = cdiv(&r.aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag);
+        let input = DecryptInput {
+            ciphertext: &out.ciphertext,
+            iv: &out.iv,
+            tag: &out.tag,
+            aad: &r.aad,
+            metadata: &out.metadata,
+        };
+        let back = within(deadline, st.km.decrypt(key_id, input, rid, deadline))
+            .await
+            .map_err(|e| match e.name {
+                ErrorName::DependencyTimeout => e,
+                _ => XksError::new(ErrorName::Internal, "encrypt self-check failed"),
+            })?;
+        if !bool::from(back.value.as_slice().ct_eq(r.plaintext.as_slice())) {
+            tracing::error!(key_id, "encrypt self-check returned different plaintext");
+            return Err(XksError::new(
+                ErrorName::Internal,
+                "encrypt self-check failed",
+            ));
+        }
+        Some(value)
+    } else {
+        None
+    };
+    let body = api::EncryptResponse {
+        ciphertext: api::encode(&out.ciphertext),
+        ciphertext_metadata: (!out.metadata.is_empty()).then(|| api::encode(&out.metadata)),
+        initialization_vector: api::encode(&out.iv),
+        authentication_tag: api::encode(&out.tag),
+        ciphertext_data_integrity_value: integrity,
+    };
+    serde_json::to_vec(&body)
+        .map(json_response)
+        .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))
+}
+
+async fn decrypt(
+    st: &Inner,
+    key_id: &str,
+    r: &api::DecryptRequest,
+    deadline: Instant,
+    ctx: &mut Ctx,
+) -> Result<Response, XksError> {
+    let rid = r.meta.kms_request_id.as_deref().unwrap_or("");
+    let input = DecryptInput {
+        ciphertext: &r.ciphertext,
+        iv: &r.iv,
+        tag: &r.tag,
+        aad: &r.aad,
+        metadata: &r.metadata,
+    };
+    let served = within(deadline, st.km.decrypt(key_id, input, rid, deadline)).await?;
+    ctx.node = Some(served.node);
+    Ok(json_response(api::decrypt_response_body(&served.value)))
+}
