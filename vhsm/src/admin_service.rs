@@ -397,7 +397,7 @@ impl Admin for AdminService {
                 let pk = v.audit_public_key().map_err(err)?;
                 Ok(GetAuditPublicKeyResponse {
                     public_key: pk.to_vec(),
-                    fingerprint: hex::encode(vhsm_core::crypto::sha256(&pk)),
+                    fingerprint: vhsm_audit::public_key_fingerprint(&pk),
                 })
             })
             .await
@@ -414,12 +414,14 @@ fn audit_limit(requested: u32) -> usize {
 }
 
 fn export_audit(v: &Vhsm, r: &ExportAuditRequest) -> Result<ExportAuditResponse, Status> {
-    let limit = audit_limit(r.limit);
-    let _ = (v, limit);
-    // TODO(h3): wire to Vhsm::audit_records once the core exposes it.
-    Err(err(Error::Internal(
-        "audit export not available yet".into(),
-    )))
+    let head_seq = v.status().audit_head_seq;
+    let records = v
+        .audit_records(r.from_seq, audit_limit(r.limit))
+        .map_err(err)?
+        .iter()
+        .map(vhsm_audit::AuditRecord::to_json_line)
+        .collect();
+    Ok(ExportAuditResponse { records, head_seq })
 }
 
 #[cfg(test)]

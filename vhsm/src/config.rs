@@ -501,6 +501,19 @@ auditor = ["auditor"]
     }
 
     #[test]
+    fn example_config_parses_with_every_option() {
+        let c = Config::parse(include_str!("../../deploy/vhsmd.example.toml")).unwrap();
+        assert_eq!(c.node_id, "vhsm-1");
+        assert_eq!(c.listen.addr, "127.0.0.1:7443");
+        assert_eq!(c.roles.crypto, ["xks-front"]);
+        assert_eq!(c.keys.deletion_check_secs, 60);
+        assert!(!c.dev.insecure_fast_kdf && !c.dev.allow_short_deletion);
+        // Only the PKI files are missing on a build machine.
+        let err = c.validate().unwrap_err();
+        assert!(err.to_string().starts_with("tls."), "{err}");
+    }
+
+    #[test]
     fn load_reports_unreadable_file() {
         let err = Config::load(Path::new("/nonexistent/vhsmd.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
