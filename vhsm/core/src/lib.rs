@@ -18,6 +18,19 @@ pub mod crypto;
 pub mod selftest;
 pub mod shamir;
 
+mod audit_log;
+mod backup;
+mod ceremony;
+mod codec;
+mod cryptoops;
+mod envelope;
+mod header;
+mod keyops;
+mod keyring;
+mod keys;
+mod limiter;
+mod share;
+
 pub mod env;
 pub mod error;
 pub mod storage;
@@ -26,8 +39,10 @@ pub mod types;
 mod vhsm;
 
 pub use crate::crypto::KdfParams;
+pub use cryptoops::{METADATA_FORMAT, METADATA_LEN};
 pub use env::{Clock, OsRandom, RandomSource, SystemClock};
 pub use error::{Error, Reason};
+pub use keyops::MAX_DELETION_WAITING_DAYS;
 pub use secrecy::SecretString;
 pub use storage::{Durability, MemoryStorage, Storage, StorageError, Tree, WriteBatch, WriteOp};
 pub use types::{
@@ -35,7 +50,8 @@ pub use types::{
     InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth, SealState, SecretBytes,
     Status, UnsealMode, UnsealProgress, Usage, UsageSet,
 };
-pub use vhsm::Vhsm;
+pub use vhsm::{Vhsm, MAX_AUDIT_PAGE};
+pub use vhsm_audit::AuditRecord;
 pub use zeroize::Zeroizing;
 
 /// Largest plaintext `encrypt` accepts (64 KiB).

@@ -1,40 +1,135 @@
-//! The `Vhsm` facade: the seal state machine, key management, crypto and audit behind one API.
+//! The `Vhsm` facade: state, opening, status and the seal state machine (init, unseal, seal,
+//! rekey, restore). Key management lives in `keyops.rs`, the crypto hot path in `cryptoops.rs`.
+//!
+//! Locking: one `Mutex<Inner>` serializes every state change (ceremonies, key management,
+//! audit appends); the crypto hot path takes only a read lock on `hot` (the key cache) and does
+//! no storage I/O. Lock order is always `inner` then `hot`. Every state change is committed
+//! with `Durability::Flushed` together with its audit record in one batch, and memory is
+//! changed only after the commit succeeded.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use ed25519_dalek::SigningKey;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
+use crate::audit_log::{self, details, AuditHead};
+use crate::backup::{self, Backup};
+use crate::ceremony;
+use crate::crypto::{ct_eq, SecretKey, KEY_LEN};
 use crate::env::{Clock, RandomSource};
 use crate::error::Error;
-use crate::storage::Storage;
+use crate::header::{Header, HEADER_KEY};
+use crate::keyring::Keyring;
+use crate::keys::{self, CachedKey, KeyMap};
+use crate::limiter::Limiter;
+use crate::selftest;
+use crate::shamir::{self, Share};
+use crate::share::ShareFile;
+use crate::storage::{Durability, MemoryStorage, Storage, Tree, WriteBatch};
 use crate::types::{
-    DecryptInput, EncryptOutput, ImportKey, InitOutcome, InitRequest, KeyInfo, NewKey, Options,
-    RekeyAuth, SealState, Status, UnsealProgress,
+    InitOutcome, InitRequest, Options, RekeyAuth, SealState, Status, UnsealMode, UnsealProgress,
 };
+
+/// Meta-tree key of the sealed audit signing (Ed25519) seed.
+pub(crate) const SIGNING_SEED_KEY: &[u8] = b"audit-signing-seed";
+/// Most audit records returned by one `audit_records` call.
+pub const MAX_AUDIT_PAGE: usize = 10_000;
+
+/// Secrets held only while unsealed (all zeroized on drop).
+pub(crate) struct Unsealed {
+    pub(crate) root: SecretKey,
+    pub(crate) keyring: Keyring,
+    pub(crate) signer: SigningKey,
+}
+
+/// An import key waiting to be used.
+pub(crate) struct PendingImport {
+    pub(crate) key: SecretKey,
+    pub(crate) expires_at_ms: u64,
+}
+
+/// Everything behind the state-change mutex.
+pub(crate) struct Inner {
+    pub(crate) header: Option<Header>,
+    pub(crate) staged: Option<Backup>,
+    pub(crate) audit_head: AuditHead,
+    pub(crate) unsealed: Option<Unsealed>,
+    pub(crate) partial: Vec<Share>,
+    pub(crate) partial_last_ms: u64,
+    pub(crate) limiter: Limiter,
+    pub(crate) selftest_ok: bool,
+    pub(crate) imports: HashMap<String, PendingImport>,
+}
+
+/// What the crypto hot path sees.
+pub(crate) enum Hot {
+    Uninitialized,
+    Sealed,
+    Unsealed(KeyMap),
+}
 
 /// The vhsm store. `Send + Sync`; share it as `Arc<Vhsm>`.
 pub struct Vhsm {
-    storage: Arc<dyn Storage>,
-    rng: Arc<dyn RandomSource>,
-    clock: Arc<dyn Clock>,
-    options: Options,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) rng: Arc<dyn RandomSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: Options,
+    pub(crate) inner: Mutex<Inner>,
+    pub(crate) hot: RwLock<Hot>,
 }
 
 impl fmt::Debug for Vhsm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Vhsm").finish_non_exhaustive()
+        f.debug_struct("Vhsm")
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
     }
 }
 
-fn todo() -> Error {
-    Error::Internal("not implemented yet".into())
+fn poisoned() -> Error {
+    Error::Internal("internal lock poisoned".into())
 }
 
-#[allow(unused_variables)]
+fn random_key(rng: &dyn RandomSource) -> Result<SecretKey, Error> {
+    let mut raw = Zeroizing::new([0u8; KEY_LEN]);
+    rng.fill(raw.as_mut_slice())?;
+    Ok(SecretKey::from_bytes(*raw))
+}
+
+/// Loads the keyring, the audit signing key and every key with the recovered root key.
+fn load_secrets(
+    storage: &dyn Storage,
+    root: &SecretKey,
+    header: &Header,
+) -> Result<(Keyring, SigningKey, KeyMap), Error> {
+    let ring = Keyring::load(root, storage)?;
+    let sealed_seed = storage
+        .get(Tree::Meta, SIGNING_SEED_KEY)?
+        .ok_or_else(|| Error::Corruption("audit signing key record is missing".into()))?;
+    let seed = ring.open(Tree::Meta, SIGNING_SEED_KEY, &sealed_seed)?;
+    let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
+        seed.as_slice()
+            .try_into()
+            .map_err(|_| Error::Corruption("audit signing key has a wrong length".into()))?,
+    );
+    let signer = SigningKey::from_bytes(&seed);
+    if !ct_eq(signer.verifying_key().as_bytes(), &header.audit_public_key) {
+        return Err(Error::Corruption(
+            "audit signing key does not match the header".into(),
+        ));
+    }
+    let keys = keys::load_all(storage, &ring)?;
+    Ok((ring, signer, keys))
+}
+
 impl Vhsm {
     /// Opens the store on `storage`: comes up Uninitialized (no header) or Sealed.
+    ///
+    /// Fails with `WeakKdf` if the options or the stored header use KDF parameters below the
+    /// recommended ones without `allow_weak_kdf`, and with `Corruption` if the header is damaged.
     pub fn open(
         storage: Arc<dyn Storage>,
         rng: Arc<dyn RandomSource>,
@@ -42,34 +137,300 @@ impl Vhsm {
         options: Options,
     ) -> Result<Vhsm, Error> {
         options.validate()?;
+        let header = match storage.get(Tree::Header, HEADER_KEY)? {
+            Some(bytes) => Some(Header::parse(&bytes)?),
+            None => None,
+        };
+        let hot = match &header {
+            Some(h) => {
+                if !options.allow_weak_kdf && !h.kdf.is_at_least_recommended() {
+                    return Err(Error::WeakKdf);
+                }
+                Hot::Sealed
+            }
+            None => {
+                let has_data = [Tree::Keyring, Tree::Keys, Tree::Meta, Tree::Audit]
+                    .into_iter()
+                    .map(|t| storage.scan_prefix(t, b"").map(|v| !v.is_empty()))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .contains(&true);
+                if has_data {
+                    return Err(Error::Corruption("store has records but no header".into()));
+                }
+                Hot::Uninitialized
+            }
+        };
+        let audit_head = audit_log::load_head(&*storage)?;
         Ok(Vhsm {
             storage,
             rng,
             clock,
             options,
+            inner: Mutex::new(Inner {
+                header,
+                staged: None,
+                audit_head,
+                unsealed: None,
+                partial: Vec::new(),
+                partial_last_ms: 0,
+                limiter: Limiter::default(),
+                selftest_ok: false,
+                imports: HashMap::new(),
+            }),
+            hot: RwLock::new(hot),
         })
+    }
+
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Inner>, Error> {
+        self.inner.lock().map_err(|_| poisoned())
+    }
+
+    pub(crate) fn set_hot(&self, hot: Hot) {
+        match self.hot.write() {
+            Ok(mut g) => *g = hot,
+            Err(p) => *p.into_inner() = hot,
+        }
+    }
+
+    /// Replaces one key in the hot cache (no-op unless unsealed).
+    pub(crate) fn put_hot(&self, key: Arc<CachedKey>) {
+        let mut guard = match self.hot.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Hot::Unsealed(map) = &mut *guard {
+            map.insert(key.info.key_id.clone(), key);
+        }
+    }
+
+    /// Appends an audit record to `batch`, commits it flushed and only then moves the head.
+    /// Returns the record's seq.
+    pub(crate) fn commit_audited(
+        &self,
+        inner: &mut Inner,
+        mut batch: WriteBatch,
+        event: &str,
+        actor: &str,
+        details: std::collections::BTreeMap<String, String>,
+    ) -> Result<u64, Error> {
+        let signer = inner.unsealed.as_ref().map(|u| &u.signer);
+        let head = audit_log::append(
+            &mut batch,
+            &inner.audit_head,
+            self.clock.now_ms(),
+            event,
+            actor,
+            details,
+            signer,
+        );
+        self.storage.commit(batch, Durability::Flushed)?;
+        let seq = head.seq;
+        inner.audit_head = head;
+        Ok(seq)
+    }
+
+    /// The unsealed secrets, or Uninitialized/Sealed.
+    pub(crate) fn require_unsealed(inner: &Inner) -> Result<&Unsealed, Error> {
+        match (&inner.header, &inner.unsealed) {
+            (None, _) => Err(Error::Uninitialized),
+            (Some(_), None) => Err(Error::Sealed),
+            (Some(_), Some(u)) => Ok(u),
+        }
+    }
+
+    fn partial_progress(&self, inner: &Inner) -> u8 {
+        let expired = self.clock.now_ms().saturating_sub(inner.partial_last_ms)
+            > self.options.partial_unseal_timeout_ms;
+        if expired {
+            0
+        } else {
+            u8::try_from(inner.partial.len()).unwrap_or(u8::MAX)
+        }
     }
 
     /// A snapshot of the seal state, unseal progress, key count and audit head.
     pub fn status(&self) -> Status {
-        let _ = (&self.storage, &self.rng, &self.clock, &self.options);
+        let inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let key_count = match self.hot.read() {
+            Ok(g) => match &*g {
+                Hot::Unsealed(m) => m.len() as u64,
+                _ => 0,
+            },
+            Err(_) => 0,
+        };
+        let shown = inner
+            .header
+            .as_ref()
+            .or(inner.staged.as_ref().map(|b| &b.header));
+        let seal_state = match (&inner.header, &inner.unsealed) {
+            (None, _) => SealState::Uninitialized,
+            (Some(_), None) => SealState::Sealed,
+            (Some(_), Some(_)) => SealState::Unsealed,
+        };
         Status {
-            seal_state: SealState::Uninitialized,
-            unseal_mode: None,
-            threshold: 0,
-            share_count: 0,
-            unseal_progress: 0,
-            key_count: 0,
-            store_id: String::new(),
-            audit_head_seq: 0,
-            audit_head_hash: String::new(),
-            restore_pending: false,
+            seal_state,
+            unseal_mode: shown.map(|h| h.mode),
+            threshold: shown.map_or(0, |h| h.threshold),
+            share_count: shown.map_or(0, |h| h.count),
+            unseal_progress: if seal_state == SealState::Unsealed {
+                0
+            } else {
+                self.partial_progress(&inner)
+            },
+            key_count,
+            store_id: shown.map(Header::store_id_hex).unwrap_or_default(),
+            audit_head_seq: inner.audit_head.seq,
+            audit_head_hash: if inner.audit_head.seq == 0 {
+                String::new()
+            } else {
+                inner.audit_head.hash.clone()
+            },
+            restore_pending: inner.staged.is_some(),
         }
     }
 
-    /// Initializes an empty store; leaves it Sealed.
+    /// Initializes an empty store; leaves it Sealed. Quorum mode returns the encrypted shares.
     pub fn initialize(&self, req: InitRequest, actor: &str) -> Result<InitOutcome, Error> {
-        Err(todo())
+        let mut inner = self.lock()?;
+        if inner.header.is_some() || inner.staged.is_some() {
+            return Err(Error::AlreadyInitialized);
+        }
+        ceremony::validate(&req)?;
+        let rng = &*self.rng;
+        let mut store_id = [0u8; 16];
+        rng.fill(&mut store_id)?;
+        let root = random_key(rng)?;
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill(seed.as_mut_slice())?;
+        let signer = SigningKey::from_bytes(&seed);
+        let public = signer.verifying_key().to_bytes();
+        let (ring, mut batch) = Keyring::generate(&root, rng)?;
+        let cfg = ceremony::new_config(&req, &root, store_id, 0, &self.options.kdf, rng)?;
+        let mut header = Header {
+            store_id,
+            epoch: 0,
+            mode: cfg.mode,
+            threshold: cfg.threshold,
+            count: cfg.count,
+            kdf: self.options.kdf,
+            salt: cfg.salt,
+            wrapped_root: cfg.wrapped_root,
+            audit_public_key: public,
+            mac: [0; 32],
+        };
+        header.sign(&root);
+        batch.put(Tree::Header, HEADER_KEY.to_vec(), header.encode());
+        batch.put(
+            Tree::Meta,
+            SIGNING_SEED_KEY.to_vec(),
+            ring.seal(Tree::Meta, SIGNING_SEED_KEY, seed.as_slice(), rng)?,
+        );
+        let fingerprint = vhsm_audit::public_key_fingerprint(&public);
+        let d = details([
+            ("store_id", header.store_id_hex()),
+            ("mode", cfg.mode.as_str().to_string()),
+            ("threshold", cfg.threshold.to_string()),
+            ("share_count", cfg.count.to_string()),
+            ("audit_key_fingerprint", fingerprint.clone()),
+            (
+                "share_fingerprints",
+                cfg.shares
+                    .iter()
+                    .map(|s| s.fingerprint.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]);
+        let head = audit_log::append(
+            &mut batch,
+            &inner.audit_head,
+            self.clock.now_ms(),
+            "init",
+            actor,
+            d,
+            Some(&signer),
+        );
+        self.storage.commit(batch, Durability::Flushed)?;
+        inner.audit_head = head;
+        let outcome = InitOutcome {
+            store_id: header.store_id_hex(),
+            shares: cfg.shares,
+            audit_key_fingerprint: fingerprint,
+        };
+        inner.header = Some(header);
+        self.set_hot(Hot::Sealed);
+        Ok(outcome)
+    }
+
+    /// The header unseal material is checked against: the store's, or a staged backup's.
+    fn unseal_header(inner: &Inner) -> Result<Header, Error> {
+        if inner.unsealed.is_some() {
+            return Err(Error::AlreadyUnsealed);
+        }
+        inner
+            .header
+            .as_ref()
+            .or(inner.staged.as_ref().map(|b| &b.header))
+            .cloned()
+            .ok_or(Error::Uninitialized)
+    }
+
+    fn ensure_selftest(&self, inner: &mut Inner, actor: &str) -> Result<(), Error> {
+        if inner.selftest_ok {
+            return Ok(());
+        }
+        let result = if self.options.inject_selftest_failure {
+            selftest::run_with_corruption(selftest::Primitive::AesGcm)
+        } else {
+            selftest::run()
+        };
+        match result {
+            Ok(()) => {
+                inner.selftest_ok = true;
+                Ok(())
+            }
+            Err(e) => {
+                if inner.header.is_some() {
+                    let d = details([("primitive", e.primitive().name().to_string())]);
+                    self.commit_audited(inner, WriteBatch::new(), "selftest.failed", actor, d)?;
+                }
+                Err(Error::SelfTestFailed(e.to_string()))
+            }
+        }
+    }
+
+    /// Refuses an attempt made before the back-off delay elapsed, and expires a stale partial
+    /// unseal.
+    fn pre_attempt(&self, inner: &mut Inner) -> Result<(), Error> {
+        let now = self.clock.now_ms();
+        if !inner.partial.is_empty()
+            && now.saturating_sub(inner.partial_last_ms) > self.options.partial_unseal_timeout_ms
+        {
+            inner.partial.clear();
+        }
+        if let Some(wait) = inner.limiter.wait_ms(now) {
+            return Err(Error::RateLimited {
+                retry_after_ms: wait,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a failed attempt, audits it (while initialized) and returns `UnsealRejected`.
+    fn reject(&self, inner: &mut Inner, event: &str, actor: &str) -> Error {
+        let delay = inner.limiter.fail(self.clock.now_ms());
+        if inner.header.is_some() {
+            let d = details([("retry_after_ms", delay.to_string())]);
+            if let Err(e) = self.commit_audited(inner, WriteBatch::new(), event, actor, d) {
+                return e;
+            }
+        }
+        Error::UnsealRejected {
+            retry_after_ms: delay,
+        }
     }
 
     /// Passphrase mode: unseals with the passphrase.
@@ -78,7 +439,42 @@ impl Vhsm {
         passphrase: &SecretString,
         actor: &str,
     ) -> Result<UnsealProgress, Error> {
-        Err(todo())
+        let mut inner = self.lock()?;
+        let header = Self::unseal_header(&inner)?;
+        if header.mode != UnsealMode::Passphrase {
+            return Err(Error::InvalidArgument("share"));
+        }
+        self.pre_attempt(&mut inner)?;
+        self.ensure_selftest(&mut inner, actor)?;
+        let mk = ceremony::master_from_passphrase(passphrase, &header)?;
+        match ceremony::unwrap_root(&mk, &header) {
+            Some(root) => self.finish_unseal(&mut inner, root, actor),
+            None => Err(self.reject(&mut inner, "unseal.rejected", actor)),
+        }
+    }
+
+    /// Parses a share and checks it belongs to `header`'s current share set.
+    fn check_share(header: &Header, bytes: &[u8]) -> Result<ShareFile, Error> {
+        let file = ShareFile::parse(bytes)?;
+        if file.store_id != header.store_id {
+            return Err(Error::InvalidShare(
+                "the share belongs to another store".into(),
+            ));
+        }
+        if file.epoch != header.epoch {
+            return Err(Error::InvalidShare(
+                "the share belongs to a replaced share set (the store was rekeyed)".into(),
+            ));
+        }
+        if file.threshold != header.threshold
+            || file.count != header.count
+            || file.kdf != header.kdf
+        {
+            return Err(Error::InvalidShare(
+                "the share's threshold, count or KDF parameters do not match the store".into(),
+            ));
+        }
+        Ok(file)
     }
 
     /// Quorum mode: submits one encrypted share and its custodian passphrase.
@@ -88,164 +484,424 @@ impl Vhsm {
         passphrase: &SecretString,
         actor: &str,
     ) -> Result<UnsealProgress, Error> {
-        Err(todo())
-    }
-
-    /// Discards the shares of a partial unseal.
-    pub fn reset_unseal(&self, actor: &str) -> UnsealProgress {
-        UnsealProgress {
-            state: SealState::Uninitialized,
-            progress: 0,
-            threshold: 0,
+        use secrecy::ExposeSecret;
+        let mut inner = self.lock()?;
+        let header = Self::unseal_header(&inner)?;
+        if header.mode != UnsealMode::Shares {
+            return Err(Error::InvalidArgument("share"));
+        }
+        self.pre_attempt(&mut inner)?;
+        let file = Self::check_share(&header, share)?;
+        if inner.partial.iter().any(|s| s.x == file.index) {
+            return Err(Error::InvalidShare(format!(
+                "share {} was already submitted",
+                file.index
+            )));
+        }
+        self.ensure_selftest(&mut inner, actor)?;
+        let Some(part) = file.decrypt(passphrase.expose_secret().as_bytes())? else {
+            return Err(self.reject(&mut inner, "unseal.rejected", actor));
+        };
+        inner.partial.push(part);
+        inner.partial_last_ms = self.clock.now_ms();
+        let progress = u8::try_from(inner.partial.len()).unwrap_or(u8::MAX);
+        if progress < header.threshold {
+            if inner.header.is_some() {
+                let d = details([
+                    ("index", file.index.to_string()),
+                    ("progress", progress.to_string()),
+                    ("threshold", header.threshold.to_string()),
+                ]);
+                if let Err(e) = self.commit_audited(
+                    &mut inner,
+                    WriteBatch::new(),
+                    "unseal.share_accepted",
+                    actor,
+                    d,
+                ) {
+                    inner.partial.pop();
+                    return Err(e);
+                }
+            }
+            return Ok(UnsealProgress {
+                state: SealState::Sealed,
+                progress,
+                threshold: header.threshold,
+            });
+        }
+        let parts = std::mem::take(&mut inner.partial);
+        let secret = shamir::combine(&parts)
+            .map_err(|_| Error::Internal("share combination failed".into()))?;
+        let mk = ceremony::master_from_secret(&secret)?;
+        match ceremony::unwrap_root(&mk, &header) {
+            Some(root) => self.finish_unseal(&mut inner, root, actor),
+            None => Err(self.reject(&mut inner, "unseal.rejected", actor)),
         }
     }
 
-    /// Seals: every key in memory is zeroized.
-    pub fn seal(&self, actor: &str) -> Result<(), Error> {
-        Err(todo())
+    /// The root key is recovered: verify, load, audit, then (only then) go Unsealed.
+    fn finish_unseal(
+        &self,
+        inner: &mut Inner,
+        root: SecretKey,
+        actor: &str,
+    ) -> Result<UnsealProgress, Error> {
+        inner.partial.clear();
+        if let Some(staged) = inner.staged.take() {
+            return self.finish_restore(inner, staged, root, actor);
+        }
+        let header = inner.header.clone().ok_or(Error::Uninitialized)?;
+        header.verify(&root)?;
+        let (keyring, signer, keys) = load_secrets(&*self.storage, &root, &header)?;
+        let mut batch = WriteBatch::new();
+        let d = details([
+            ("mode", header.mode.as_str().to_string()),
+            ("key_count", keys.len().to_string()),
+        ]);
+        let head = audit_log::append(
+            &mut batch,
+            &inner.audit_head,
+            self.clock.now_ms(),
+            "unseal",
+            actor,
+            d,
+            Some(&signer),
+        );
+        self.storage.commit(batch, Durability::Flushed)?;
+        inner.audit_head = head;
+        inner.limiter.reset();
+        inner.unsealed = Some(Unsealed {
+            root,
+            keyring,
+            signer,
+        });
+        self.set_hot(Hot::Unsealed(keys));
+        Ok(UnsealProgress {
+            state: SealState::Unsealed,
+            progress: 0,
+            threshold: header.threshold,
+        })
     }
 
-    /// Rewraps the root key under new unseal material (old passphrase/shares stop working).
+    fn finish_restore(
+        &self,
+        inner: &mut Inner,
+        staged: Backup,
+        root: SecretKey,
+        actor: &str,
+    ) -> Result<UnsealProgress, Error> {
+        staged.verify(&root)?;
+        staged.header.verify(&root).map_err(|_| {
+            Error::InvalidBackup("the store header failed its integrity check".into())
+        })?;
+        // Load everything from a scratch copy first: nothing reaches the real storage unless
+        // the whole backup authenticates.
+        let scratch = MemoryStorage::new();
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Tree::Header,
+            HEADER_KEY.to_vec(),
+            staged.header_bytes.clone(),
+        );
+        for (t, k, v) in &staged.records {
+            batch.put(*t, k.clone(), v.clone());
+        }
+        scratch.commit(batch.clone(), Durability::Buffered)?;
+        let (keyring, signer, keys) = load_secrets(&scratch, &root, &staged.header)
+            .map_err(|e| Error::InvalidBackup(format!("backup content is inconsistent: {e}")))?;
+        let restored_head = audit_log::load_head(&scratch)?;
+        let d = details([
+            ("store_id", staged.header.store_id_hex()),
+            ("key_count", keys.len().to_string()),
+            ("restored_audit_head_seq", restored_head.seq.to_string()),
+        ]);
+        let head = audit_log::append(
+            &mut batch,
+            &restored_head,
+            self.clock.now_ms(),
+            "restore",
+            actor,
+            d,
+            Some(&signer),
+        );
+        self.storage.commit(batch, Durability::Flushed)?;
+        inner.audit_head = head;
+        inner.limiter.reset();
+        inner.header = Some(staged.header.clone());
+        inner.unsealed = Some(Unsealed {
+            root,
+            keyring,
+            signer,
+        });
+        self.set_hot(Hot::Unsealed(keys));
+        Ok(UnsealProgress {
+            state: SealState::Unsealed,
+            progress: 0,
+            threshold: staged.header.threshold,
+        })
+    }
+
+    /// Discards the shares of a partial unseal (audited when there were any).
+    pub fn reset_unseal(&self, actor: &str) -> UnsealProgress {
+        let mut inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let had = inner.partial.len();
+        inner.partial.clear();
+        let shown = inner
+            .header
+            .as_ref()
+            .or(inner.staged.as_ref().map(|b| &b.header));
+        let threshold = shown.map_or(0, |h| h.threshold);
+        let state = match (&inner.header, &inner.unsealed) {
+            (None, _) => SealState::Uninitialized,
+            (Some(_), None) => SealState::Sealed,
+            (Some(_), Some(_)) => SealState::Unsealed,
+        };
+        if had > 0 && inner.header.is_some() {
+            // Best effort: the reset itself has happened; this signature cannot report errors.
+            let _ = self.commit_audited(
+                &mut inner,
+                WriteBatch::new(),
+                "unseal.reset",
+                actor,
+                details([("discarded", had.to_string())]),
+            );
+        }
+        UnsealProgress {
+            state,
+            progress: 0,
+            threshold,
+        }
+    }
+
+    /// Seals: the root key, keyring, key cache, import keys and signing key are dropped
+    /// (zeroized). Sealing always happens; if its audit record cannot be written the error is
+    /// returned after sealing. Sealing a sealed store is a no-op.
+    pub fn seal(&self, actor: &str) -> Result<(), Error> {
+        let mut inner = self.lock()?;
+        if inner.header.is_none() {
+            return Err(Error::Uninitialized);
+        }
+        inner.partial.clear();
+        if inner.unsealed.is_none() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        let signer = inner.unsealed.as_ref().map(|u| &u.signer);
+        let head = audit_log::append(
+            &mut batch,
+            &inner.audit_head,
+            self.clock.now_ms(),
+            "seal",
+            actor,
+            details([]),
+            signer,
+        );
+        let committed = self.storage.commit(batch, Durability::Flushed);
+        inner.unsealed = None;
+        inner.imports.clear();
+        self.set_hot(Hot::Sealed);
+        committed?;
+        inner.audit_head = head;
+        Ok(())
+    }
+
+    /// Recovers the root key from rekey authorization material (counts failures like unseal).
+    fn authorize(
+        &self,
+        inner: &mut Inner,
+        header: &Header,
+        auth: RekeyAuth,
+        actor: &str,
+    ) -> Result<SecretKey, Error> {
+        use secrecy::ExposeSecret;
+        self.pre_attempt(inner)?;
+        let mk = match (header.mode, auth) {
+            (UnsealMode::Passphrase, RekeyAuth::Passphrase(p)) => {
+                ceremony::master_from_passphrase(&p, header)?
+            }
+            (UnsealMode::Shares, RekeyAuth::Shares(list)) => {
+                let mut parts: Vec<Share> = Vec::new();
+                for (bytes, pass) in &list {
+                    let file = Self::check_share(header, bytes)?;
+                    if parts.iter().any(|s| s.x == file.index) {
+                        return Err(Error::InvalidShare(format!(
+                            "share {} was given twice",
+                            file.index
+                        )));
+                    }
+                    match file.decrypt(pass.expose_secret().as_bytes())? {
+                        Some(s) => parts.push(s),
+                        None => return Err(self.reject(inner, "rekey.rejected", actor)),
+                    }
+                }
+                if parts.len() < usize::from(header.threshold) {
+                    return Err(Error::InvalidArgument("old_shares"));
+                }
+                let secret = shamir::combine(&parts)
+                    .map_err(|_| Error::Internal("share combination failed".into()))?;
+                ceremony::master_from_secret(&secret)?
+            }
+            (UnsealMode::Passphrase, _) => return Err(Error::InvalidArgument("old_passphrase")),
+            (UnsealMode::Shares, _) => return Err(Error::InvalidArgument("old_shares")),
+        };
+        match ceremony::unwrap_root(&mk, header) {
+            Some(root) => Ok(root),
+            None => Err(self.reject(inner, "rekey.rejected", actor)),
+        }
+    }
+
+    /// Rewraps the root key under new unseal material; the old passphrase/shares stop working.
+    /// Needs Unsealed and the current passphrase or a quorum of current shares.
     pub fn rekey(
         &self,
         auth: RekeyAuth,
         new: InitRequest,
         actor: &str,
     ) -> Result<InitOutcome, Error> {
-        Err(todo())
-    }
-
-    /// Creates a generated AES-256 key.
-    pub fn create_key(&self, spec: NewKey, actor: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// A fresh single-use import (transport) key, kept in memory only while unsealed.
-    pub fn new_import_key(&self, actor: &str) -> Result<ImportKey, Error> {
-        Err(todo())
-    }
-
-    /// Imports AES-256 material wrapped with AES-KWP under an import key (consumed).
-    pub fn import_key(
-        &self,
-        spec: NewKey,
-        import_key_id: &str,
-        wrapped: &[u8],
-        actor: &str,
-    ) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Every key, destroyed tombstones included, by id.
-    pub fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
-        Err(todo())
-    }
-
-    /// One key's public description.
-    pub fn describe_key(&self, id: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Adds a new version; encrypt uses it, old versions still decrypt.
-    pub fn rotate_key(&self, id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Sets the lowest version decrypt/unwrap accept (1..=current).
-    pub fn set_min_decryption_version(
-        &self,
-        id: &str,
-        version: u32,
-        actor: &str,
-    ) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Disabled → Enabled.
-    pub fn enable_key(&self, id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Enabled → Disabled.
-    pub fn disable_key(&self, id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Enabled/Disabled → PendingDeletion, due after `waiting_days`.
-    pub fn schedule_key_deletion(
-        &self,
-        id: &str,
-        waiting_days: u32,
-        actor: &str,
-    ) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// PendingDeletion → Disabled.
-    pub fn cancel_key_deletion(&self, id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// Destroys every key whose deletion is due; returns their ids (daemon calls it periodically).
-    pub fn destroy_due_keys(&self) -> Result<Vec<String>, Error> {
-        Err(todo())
-    }
-
-    /// Public metadata of a key for the crypto role (= `describe_key`).
-    pub fn key_metadata(&self, id: &str) -> Result<KeyInfo, Error> {
-        Err(todo())
-    }
-
-    /// AES-256-GCM encrypt under the key's current version.
-    pub fn encrypt(&self, id: &str, plaintext: &[u8], aad: &[u8]) -> Result<EncryptOutput, Error> {
-        Err(todo())
-    }
-
-    /// AES-256-GCM decrypt; the key version comes from the metadata.
-    pub fn decrypt(&self, id: &str, input: &DecryptInput<'_>) -> Result<Zeroizing<Vec<u8>>, Error> {
-        Err(todo())
-    }
-
-    /// AES-KWP wrap of `material` under the key's current version; returns (wrapped, version).
-    pub fn wrap_key(&self, id: &str, material: &[u8]) -> Result<(Vec<u8>, u32), Error> {
-        Err(todo())
-    }
-
-    /// AES-KWP unwrap under the given key version.
-    pub fn unwrap_key(
-        &self,
-        id: &str,
-        wrapped: &[u8],
-        version: u32,
-    ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        Err(todo())
-    }
-
-    /// `len` (≤ 1024) bytes from the random source.
-    pub fn random(&self, len: usize) -> Result<Vec<u8>, Error> {
-        Err(todo())
+        let mut inner = self.lock()?;
+        Self::require_unsealed(&inner)?;
+        ceremony::validate(&new)?;
+        let header = inner.header.clone().ok_or(Error::Uninitialized)?;
+        let root = self.authorize(&mut inner, &header, auth, actor)?;
+        let current = &Self::require_unsealed(&inner)?.root;
+        if !ct_eq(root.expose(), current.expose()) {
+            return Err(Error::Corruption(
+                "rekey authorization recovered a different root key".into(),
+            ));
+        }
+        inner.limiter.reset();
+        let epoch = header
+            .epoch
+            .checked_add(1)
+            .ok_or(Error::Internal("rekey epoch exhausted".into()))?;
+        let cfg = ceremony::new_config(
+            &new,
+            &root,
+            header.store_id,
+            epoch,
+            &self.options.kdf,
+            &*self.rng,
+        )?;
+        let mut next = Header {
+            epoch,
+            mode: cfg.mode,
+            threshold: cfg.threshold,
+            count: cfg.count,
+            kdf: self.options.kdf,
+            salt: cfg.salt,
+            wrapped_root: cfg.wrapped_root,
+            ..header
+        };
+        next.sign(&root);
+        let mut batch = WriteBatch::new();
+        batch.put(Tree::Header, HEADER_KEY.to_vec(), next.encode());
+        let d = details([
+            ("mode", cfg.mode.as_str().to_string()),
+            ("threshold", cfg.threshold.to_string()),
+            ("share_count", cfg.count.to_string()),
+            ("epoch", epoch.to_string()),
+            (
+                "share_fingerprints",
+                cfg.shares
+                    .iter()
+                    .map(|s| s.fingerprint.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]);
+        self.commit_audited(&mut inner, batch, "rekey", actor, d)?;
+        let outcome = InitOutcome {
+            store_id: next.store_id_hex(),
+            shares: cfg.shares,
+            audit_key_fingerprint: vhsm_audit::public_key_fingerprint(&next.audit_public_key),
+        };
+        inner.header = Some(next);
+        inner.partial.clear();
+        Ok(outcome)
     }
 
     /// An integrity-protected backup of the whole (encrypted) store. Needs Unsealed.
     pub fn backup(&self, actor: &str) -> Result<Vec<u8>, Error> {
-        Err(todo())
+        let mut inner = self.lock()?;
+        let root = &Self::require_unsealed(&inner)?.root;
+        let header_bytes = self
+            .storage
+            .get(Tree::Header, HEADER_KEY)?
+            .ok_or_else(|| Error::Corruption("store header is missing".into()))?;
+        let mut records = Vec::new();
+        for t in backup::TREES {
+            for (k, v) in self.storage.scan_prefix(t, b"")? {
+                records.push((t, k, v));
+            }
+        }
+        let blob = backup::encode(root, &header_bytes, &records);
+        let d = details([
+            ("sha256", hex::encode(crate::crypto::sha256(&blob))),
+            ("records", records.len().to_string()),
+            ("audit_head_seq", inner.audit_head.seq.to_string()),
+        ]);
+        self.commit_audited(&mut inner, WriteBatch::new(), "backup", actor, d)?;
+        Ok(blob)
     }
 
-    /// Stages a backup on an Uninitialized store, in memory; the next unseal restores it.
-    pub fn stage_restore(&self, backup: &[u8], actor: &str) -> Result<Status, Error> {
-        Err(todo())
+    /// Stages a backup on an Uninitialized store, in memory only; the next unseal (with the
+    /// source store's passphrase or shares) verifies and restores it. Replaces an earlier stage.
+    /// Nothing is persisted (an uninitialized store has no audit log), so `actor` is unused
+    /// until the restore completes (the "restore" audit record names the unsealing actor).
+    pub fn stage_restore(&self, backup: &[u8], actor: &str) -> Result<crate::types::Status, Error> {
+        let _ = actor;
+        {
+            let mut inner = self.lock()?;
+            if inner.header.is_some() {
+                return Err(Error::AlreadyInitialized);
+            }
+            let parsed = Backup::parse(backup)?;
+            if !self.options.allow_weak_kdf && !parsed.header.kdf.is_at_least_recommended() {
+                return Err(Error::WeakKdf);
+            }
+            inner.staged = Some(parsed);
+            inner.partial.clear();
+        }
+        Ok(self.status())
     }
 
-    // audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<vhsm_audit::AuditRecord>, Error>
-    // lands as soon as vhsm-audit defines AuditRecord.
+    /// Audit records with `seq >= from_seq`, at most `limit` (capped at 10 000), in order.
+    /// Works while sealed.
+    pub fn audit_records(
+        &self,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<vhsm_audit::AuditRecord>, Error> {
+        audit_log::read(&*self.storage, from_seq, limit.min(MAX_AUDIT_PAGE))
+    }
 
-    /// The appliance's Ed25519 audit verification key. Works while sealed.
+    /// The appliance's Ed25519 audit verification key (from the header). Works while sealed.
     pub fn audit_public_key(&self) -> Result<[u8; 32], Error> {
-        Err(todo())
+        let inner = self.lock()?;
+        inner
+            .header
+            .as_ref()
+            .map(|h| h.audit_public_key)
+            .ok_or(Error::Uninitialized)
     }
 
     /// Appends an `access.denied` audit record (the daemon calls it on PERMISSION_DENIED).
+    /// On an uninitialized store there is no log yet and nothing is recorded.
     pub fn record_denied(&self, who: &str, operation: &str) -> Result<(), Error> {
-        Err(todo())
+        let mut inner = self.lock()?;
+        if inner.header.is_none() {
+            return Ok(());
+        }
+        self.commit_audited(
+            &mut inner,
+            WriteBatch::new(),
+            "access.denied",
+            who,
+            details([("operation", operation.to_string())]),
+        )?;
+        Ok(())
     }
 }

@@ -1,0 +1,337 @@
+//! Customer key records: their stored encoding, the in-memory cache entry, and loading at unseal.
+//!
+//! Tree `Keys` holds, each sealed in the record envelope under the keyring:
+//! - `key/<id>`: metadata (format u8 = 1, id, usage bits, state, current and minimum decryption
+//!   version, timestamps, origin, creating audit seq, labels); kept as a tombstone once destroyed;
+//! - `mat/<id>/<version u32be>`: the 32-byte AES-256 material of one version (deleted on destroy).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::codec::{Reader, Writer};
+use crate::crypto::{GcmKey, SecretKey};
+use crate::env::RandomSource;
+use crate::error::Error;
+use crate::keyring::Keyring;
+use crate::storage::{Storage, Tree, WriteBatch};
+use crate::types::{is_valid_key_id, KeyInfo, KeyOrigin, KeyState, NewKey, UsageSet};
+
+const RECORD_FORMAT: u8 = 1;
+/// Most labels a key may carry.
+pub(crate) const MAX_LABELS: usize = 32;
+const MAX_LABEL_KEY_LEN: usize = 64;
+const MAX_LABEL_VALUE_LEN: usize = 256;
+
+/// Storage key of a key's metadata record.
+pub(crate) fn meta_key(id: &str) -> Vec<u8> {
+    [b"key/".as_slice(), id.as_bytes()].concat()
+}
+
+/// Storage key of one version's material.
+pub(crate) fn material_key(id: &str, version: u32) -> Vec<u8> {
+    [
+        b"mat/".as_slice(),
+        id.as_bytes(),
+        b"/",
+        &version.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// One version's material and its prepared cipher.
+pub(crate) struct VersionKey {
+    pub(crate) secret: SecretKey,
+    pub(crate) gcm: GcmKey,
+}
+
+impl VersionKey {
+    pub(crate) fn new(secret: SecretKey) -> Self {
+        let gcm = GcmKey::new(&secret);
+        VersionKey { secret, gcm }
+    }
+}
+
+/// Key id → cached key: the hot-path map.
+pub(crate) type KeyMap = HashMap<String, Arc<CachedKey>>;
+
+/// Version number → material.
+pub(crate) type Versions = BTreeMap<u32, Arc<VersionKey>>;
+
+/// A key as the hot path sees it: immutable; replaced whole on every change.
+pub(crate) struct CachedKey {
+    pub(crate) info: KeyInfo,
+    pub(crate) versions: Arc<Versions>,
+}
+
+impl fmt::Debug for CachedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedKey")
+            .field("info", &self.info)
+            .field("versions", &self.versions.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Checks a creation request; an empty usage set becomes ENCRYPT+DECRYPT.
+pub(crate) fn validate_new(spec: &NewKey) -> Result<UsageSet, Error> {
+    if !is_valid_key_id(&spec.id) {
+        return Err(Error::InvalidArgument("key_id"));
+    }
+    if spec.labels.len() > MAX_LABELS {
+        return Err(Error::InvalidArgument("labels"));
+    }
+    for (k, v) in &spec.labels {
+        if k.is_empty() || k.len() > MAX_LABEL_KEY_LEN || v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(Error::InvalidArgument("labels"));
+        }
+    }
+    Ok(if spec.usage.is_empty() {
+        UsageSet::ENCRYPT_DECRYPT
+    } else {
+        spec.usage
+    })
+}
+
+fn state_code(s: KeyState) -> u8 {
+    match s {
+        KeyState::Enabled => 1,
+        KeyState::Disabled => 2,
+        KeyState::PendingDeletion => 3,
+        KeyState::Destroyed => 4,
+    }
+}
+
+/// Encodes a key's metadata record plaintext (not secret, but sealed for integrity and privacy).
+pub(crate) fn encode_info(info: &KeyInfo) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(RECORD_FORMAT)
+        .str(&info.key_id)
+        .u8(info.usage.bits())
+        .u8(state_code(info.state))
+        .u32(info.current_version)
+        .u32(info.min_decryption_version)
+        .u64(info.created_at_ms)
+        .u64(info.deletion_due_at_ms)
+        .u8(match info.origin {
+            KeyOrigin::Generated => 1,
+            KeyOrigin::Imported => 2,
+        })
+        .u64(info.created_by_audit_seq)
+        .u32(u32::try_from(info.labels.len()).unwrap_or(u32::MAX));
+    for (k, v) in &info.labels {
+        w.str(k).str(v);
+    }
+    w.finish_public()
+}
+
+/// Decodes a metadata record plaintext; anything odd is `Corruption`.
+pub(crate) fn decode_info(bytes: &[u8]) -> Result<KeyInfo, Error> {
+    let bad = |_| Error::Corruption("key record: malformed".into());
+    let mut r = Reader::new(bytes);
+    if r.u8().map_err(bad)? != RECORD_FORMAT {
+        return Err(Error::Corruption("key record: unknown format".into()));
+    }
+    let key_id = r.str().map_err(bad)?.to_string();
+    let usage = UsageSet::from_bits(r.u8().map_err(bad)?)
+        .ok_or_else(|| Error::Corruption("key record: bad usage".into()))?;
+    let state = match r.u8().map_err(bad)? {
+        1 => KeyState::Enabled,
+        2 => KeyState::Disabled,
+        3 => KeyState::PendingDeletion,
+        4 => KeyState::Destroyed,
+        _ => return Err(Error::Corruption("key record: bad state".into())),
+    };
+    let current_version = r.u32().map_err(bad)?;
+    let min_decryption_version = r.u32().map_err(bad)?;
+    let created_at_ms = r.u64().map_err(bad)?;
+    let deletion_due_at_ms = r.u64().map_err(bad)?;
+    let origin = match r.u8().map_err(bad)? {
+        1 => KeyOrigin::Generated,
+        2 => KeyOrigin::Imported,
+        _ => return Err(Error::Corruption("key record: bad origin".into())),
+    };
+    let created_by_audit_seq = r.u64().map_err(bad)?;
+    let n = r.u32().map_err(bad)?;
+    if n as usize > MAX_LABELS {
+        return Err(Error::Corruption("key record: too many labels".into()));
+    }
+    let mut labels = BTreeMap::new();
+    for _ in 0..n {
+        let k = r.str().map_err(bad)?.to_string();
+        let v = r.str().map_err(bad)?.to_string();
+        labels.insert(k, v);
+    }
+    r.finish().map_err(bad)?;
+    if current_version == 0
+        || min_decryption_version == 0
+        || min_decryption_version > current_version
+    {
+        return Err(Error::Corruption("key record: bad versions".into()));
+    }
+    Ok(KeyInfo {
+        key_id,
+        key_spec: "AES_256",
+        usage,
+        state,
+        current_version,
+        min_decryption_version,
+        labels,
+        created_at_ms,
+        deletion_due_at_ms,
+        origin,
+        created_by_audit_seq,
+    })
+}
+
+/// Queues the sealed metadata record of `info`.
+pub(crate) fn put_info(
+    batch: &mut WriteBatch,
+    ring: &Keyring,
+    info: &KeyInfo,
+    rng: &dyn RandomSource,
+) -> Result<(), Error> {
+    let k = meta_key(&info.key_id);
+    let v = ring.seal(Tree::Keys, &k, &encode_info(info), rng)?;
+    batch.put(Tree::Keys, k, v);
+    Ok(())
+}
+
+/// Queues the sealed material record of one version.
+pub(crate) fn put_material(
+    batch: &mut WriteBatch,
+    ring: &Keyring,
+    id: &str,
+    version: u32,
+    secret: &SecretKey,
+    rng: &dyn RandomSource,
+) -> Result<(), Error> {
+    let k = material_key(id, version);
+    let v = ring.seal(Tree::Keys, &k, secret.expose(), rng)?;
+    batch.put(Tree::Keys, k, v);
+    Ok(())
+}
+
+/// Loads and authenticates every key (with its material, unless destroyed).
+pub(crate) fn load_all(storage: &dyn Storage, ring: &Keyring) -> Result<KeyMap, Error> {
+    let mut out = HashMap::new();
+    for (k, v) in storage.scan_prefix(Tree::Keys, b"key/")? {
+        let plain = ring.open(Tree::Keys, &k, &v)?;
+        let info = decode_info(&plain)?;
+        if meta_key(&info.key_id) != k {
+            return Err(Error::Corruption(
+                "key record: stored under another id".into(),
+            ));
+        }
+        let mut versions = Versions::new();
+        if info.state != KeyState::Destroyed {
+            for version in 1..=info.current_version {
+                let mk = material_key(&info.key_id, version);
+                let value = storage.get(Tree::Keys, &mk)?.ok_or_else(|| {
+                    Error::Corruption(format!(
+                        "key {}: material of version {version} is missing",
+                        info.key_id
+                    ))
+                })?;
+                let raw = ring.open(Tree::Keys, &mk, &value)?;
+                let secret = SecretKey::from_slice(&raw).map_err(|_| {
+                    Error::Corruption(format!("key {}: material has a wrong length", info.key_id))
+                })?;
+                versions.insert(version, Arc::new(VersionKey::new(secret)));
+            }
+        }
+        out.insert(
+            info.key_id.clone(),
+            Arc::new(CachedKey {
+                info,
+                versions: Arc::new(versions),
+            }),
+        );
+    }
+    // Every material record must belong to a live key version (nothing orphaned or injected).
+    for (k, v) in storage.scan_prefix(Tree::Keys, b"mat/")? {
+        ring.open(Tree::Keys, &k, &v)?;
+        let known = out.values().any(|c| {
+            c.versions
+                .keys()
+                .any(|ver| material_key(&c.info.key_id, *ver) == k)
+        });
+        if !known {
+            return Err(Error::Corruption(
+                "key material record without a live key".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::types::Usage;
+
+    pub(crate) fn info() -> KeyInfo {
+        KeyInfo {
+            key_id: "k-1".into(),
+            key_spec: "AES_256",
+            usage: UsageSet::of(&[Usage::Encrypt, Usage::Wrap]),
+            state: KeyState::PendingDeletion,
+            current_version: 3,
+            min_decryption_version: 2,
+            labels: BTreeMap::from([("team".to_string(), "db".to_string())]),
+            created_at_ms: 11,
+            deletion_due_at_ms: 22,
+            origin: KeyOrigin::Imported,
+            created_by_audit_seq: 33,
+        }
+    }
+
+    #[test]
+    fn info_round_trip() {
+        assert_eq!(decode_info(&encode_info(&info())).unwrap(), info());
+    }
+
+    #[test]
+    fn bad_records_are_corruption() {
+        let enc = encode_info(&info());
+        for cut in 0..enc.len() {
+            assert!(matches!(
+                decode_info(&enc[..cut]),
+                Err(Error::Corruption(_))
+            ));
+        }
+        let mut i = info();
+        i.min_decryption_version = 4;
+        assert!(matches!(
+            decode_info(&encode_info(&i)),
+            Err(Error::Corruption(_))
+        ));
+    }
+
+    #[test]
+    fn storage_keys_do_not_collide() {
+        assert_ne!(meta_key("a"), material_key("a", 1));
+        assert_ne!(material_key("a", 1), material_key("a", 2));
+        assert!(material_key("ab", 1) != material_key("a", 1));
+    }
+
+    #[test]
+    fn new_key_validation() {
+        let mut spec = NewKey {
+            id: "ok".into(),
+            usage: UsageSet::EMPTY,
+            labels: BTreeMap::new(),
+        };
+        assert_eq!(validate_new(&spec).unwrap(), UsageSet::ENCRYPT_DECRYPT);
+        spec.id = "bad id".into();
+        assert_eq!(validate_new(&spec), Err(Error::InvalidArgument("key_id")));
+        spec.id = "ok".into();
+        spec.labels.insert(String::new(), "v".into());
+        assert_eq!(validate_new(&spec), Err(Error::InvalidArgument("labels")));
+        spec.labels = (0..33)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(validate_new(&spec), Err(Error::InvalidArgument("labels")));
+    }
+}
