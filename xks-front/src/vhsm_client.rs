@@ -238,7 +238,7 @@ fn classify(status: &tonic::Status) -> Failure {
         (_, Reason::Sealed | Reason::Uninitialized) => {
             Failure::NextNode(VhsmError::Rejected(reason))
         }
-        (tonic::Code::DeadlineExceeded, _) => Failure::Final(VhsmError::Timeout),
+        (tonic::Code::DeadlineExceeded, _) => Failure::NextNode(VhsmError::Timeout),
         (_, Reason::Unspecified) => match status.code() {
             // Transport errors surface as UNAVAILABLE/UNKNOWN/CANCELLED without a reason detail.
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
@@ -321,21 +321,29 @@ impl<C: NodeClient> HaGroup<C> {
     }
 
     /// Runs `call` on node after node until one answers, the answer is final, or time is up.
+    /// While other nodes remain, an attempt gets half of the remaining budget, so a hung node
+    /// still leaves time to fail over.
     async fn run<T, F>(&self, deadline: Instant, call: F) -> Result<Served<T>, VhsmError>
     where
         F: for<'n> Fn(&'n C, Duration) -> BoxFuture<'n, Result<T, tonic::Status>>,
     {
         let mut last = VhsmError::Unavailable;
-        for idx in self.order(Instant::now()) {
+        let order = self.order(Instant::now());
+        let count = order.len();
+        for (i, idx) in order.into_iter().enumerate() {
             let node = &self.nodes[idx];
-            let now = Instant::now();
             let Some(remaining) = deadline
-                .checked_duration_since(now)
+                .checked_duration_since(Instant::now())
                 .filter(|d| !d.is_zero())
             else {
                 return Err(VhsmError::Timeout);
             };
-            match tokio::time::timeout(remaining, call(&node.client, remaining)).await {
+            let budget = if i + 1 < count {
+                remaining / 2
+            } else {
+                remaining
+            };
+            let failure = match tokio::time::timeout(budget, call(&node.client, budget)).await {
                 Ok(Ok(value)) => {
                     node.mark_up();
                     return Ok(Served {
@@ -345,14 +353,13 @@ impl<C: NodeClient> HaGroup<C> {
                 }
                 Ok(Err(status)) => match classify(&status) {
                     Failure::Final(e) => return Err(e),
-                    Failure::NextNode(e) => {
-                        tracing::warn!(node = %node.id, code = ?status.code(), "vhsm node failed; trying the next one");
-                        node.mark_down(Instant::now(), self.backoff);
-                        last = e;
-                    }
+                    Failure::NextNode(e) => e,
                 },
-                Err(_) => return Err(VhsmError::Timeout),
-            }
+                Err(_) => VhsmError::Timeout,
+            };
+            tracing::warn!(node = %node.id, error = %failure, "vhsm node failed; trying the next one");
+            node.mark_down(Instant::now(), self.backoff);
+            last = failure;
         }
         Err(last)
     }
@@ -648,6 +655,17 @@ mod tests {
             g.encrypt("k", b"p", b"", "r", soon()).await.unwrap_err(),
             VhsmError::Timeout
         );
+    }
+
+    #[tokio::test]
+    async fn hung_first_node_still_leaves_time_for_the_second() {
+        let mut hung = fake(None);
+        hung.sleep = Duration::from_secs(5);
+        let g = group(vec![hung, fake(None)]);
+        let start = Instant::now();
+        let out = g.encrypt("k", b"pt", b"", "r", soon()).await.unwrap();
+        assert_eq!(&*out.node, "vhsm-2");
+        assert!(start.elapsed() < Duration::from_millis(150));
     }
 
     #[tokio::test]
