@@ -495,6 +495,10 @@ pub struct AuditVerifyArgs {
     /// Fail unless the log contains the record SEQ with hash HASH (hex).
     #[arg(long, value_name = "SEQ:HASH")]
     pub expect_head: Option<String>,
+    /// The log is a suffix exported with `--from SEQ`: it must start at SEQ, and the link of its
+    /// first record to SEQ-1 is trusted, not verified. Without it the log must start at seq 1.
+    #[arg(long, value_name = "SEQ", value_parser = clap::value_parser!(u64).range(1..))]
+    pub first_seq: Option<u64>,
 }
 
 /// `audit tail` arguments.

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vhsm_audit::{parse_log, public_key_fingerprint, verify_chain, AuditRecord, Verified};
+use vhsm_audit::{
+    parse_log, public_key_fingerprint, verify_chain, verify_suffix, AuditRecord, Verified,
+};
 use vhsm_proto::v1::{ExportAuditRequest, GetAuditPublicKeyRequest, StatusRequest};
 
 use crate::cli::{AuditCommand, AuditExportArgs, AuditTailArgs, AuditVerifyArgs};
@@ -64,10 +66,13 @@ pub struct VerifyReport {
 }
 
 /// Verifies `log_text` offline; an integrity failure is exit 8 naming the first bad record.
+/// With `first_seq = Some(n)` the log is a suffix that must start at seq `n`; the link of its
+/// first record to `n - 1` is taken as given. Otherwise the log must start at seq 1.
 pub fn verify_text(
     log_text: &str,
     public_key: &[u8; 32],
     expect_head: Option<(u64, &str)>,
+    first_seq: Option<u64>,
 ) -> CliResult<Verified> {
     let fail = |what: String| {
         CliError::new(
@@ -76,7 +81,19 @@ pub fn verify_text(
         )
     };
     let records = parse_log(log_text).map_err(|e| fail(e.to_string()))?;
-    verify_chain(&records, public_key, expect_head).map_err(|e| fail(e.to_string()))
+    let result = match (first_seq, records.first()) {
+        (Some(n), Some(first)) if n > 1 => {
+            if first.seq != n {
+                return Err(fail(format!(
+                    "the log starts at seq {}, not at --first-seq {n}",
+                    first.seq
+                )));
+            }
+            verify_suffix(&records, public_key, n, &first.prev_hash, expect_head)
+        }
+        _ => verify_chain(&records, public_key, expect_head),
+    };
+    result.map_err(|e| fail(e.to_string()))
 }
 
 fn verify(args: &AuditVerifyArgs, format: OutputFormat) -> CliResult<()> {
@@ -96,7 +113,12 @@ fn verify(args: &AuditVerifyArgs, format: OutputFormat) -> CliResult<()> {
             ),
         )
     })?;
-    let v = verify_text(&text, &key, expect.as_ref().map(|(s, h)| (*s, h.as_str())))?;
+    let v = verify_text(
+        &text,
+        &key,
+        expect.as_ref().map(|(s, h)| (*s, h.as_str())),
+        args.first_seq,
+    )?;
     let report = VerifyReport {
         ok: true,
         records: v.records,
@@ -326,6 +348,33 @@ mod tests {
         records.iter().map(|r| r.to_json_line() + "\n").collect()
     }
 
+    fn vt(t: &str, k: &[u8; 32], head: Option<(u64, &str)>) -> CliResult<Verified> {
+        verify_text(t, k, head, None)
+    }
+
+    #[test]
+    fn suffix_needs_first_seq_and_must_start_there() {
+        let k = key();
+        let recs = chain(4, &k);
+        let pk = k.verifying_key().to_bytes();
+        let suffix = text(&recs[2..]);
+        // without --first-seq a log that does not start at 1 fails (a deleted first record)
+        assert_eq!(vt(&suffix, &pk, None).unwrap_err().kind().code(), 8);
+        let v = verify_text(&suffix, &pk, None, Some(3)).unwrap();
+        assert_eq!((v.records, v.head_seq), (2, 4));
+        let e = verify_text(&suffix, &pk, None, Some(2)).unwrap_err();
+        assert!(e.to_string().contains("starts at seq 3"), "{e}");
+        // an edit inside the suffix is still found
+        let edited = text(&recs[1..]).replace("key.disable", "key.enable");
+        assert_eq!(
+            verify_text(&edited, &pk, None, Some(2))
+                .unwrap_err()
+                .kind()
+                .code(),
+            8
+        );
+    }
+
     fn key() -> SigningKey {
         SigningKey::from_bytes(&[7u8; 32])
     }
@@ -334,11 +383,11 @@ mod tests {
     fn good_log_verifies() {
         let k = key();
         let recs = chain(4, &k);
-        let v = verify_text(&text(&recs), &k.verifying_key().to_bytes(), None).unwrap();
+        let v = vt(&text(&recs), &k.verifying_key().to_bytes(), None).unwrap();
         assert_eq!((v.records, v.signed, v.head_seq), (4, 4, 4));
         assert_eq!(v.head_hash, recs[3].hash_hex());
         let head = recs[3].hash_hex();
-        verify_text(
+        vt(
             &text(&recs),
             &k.verifying_key().to_bytes(),
             Some((4, &head)),
@@ -350,7 +399,7 @@ mod tests {
     fn edited_record_fails_with_exit_8() {
         let k = key();
         let t = text(&chain(3, &k)).replace("key.disable", "key.enable");
-        let e = verify_text(&t, &k.verifying_key().to_bytes(), None).unwrap_err();
+        let e = vt(&t, &k.verifying_key().to_bytes(), None).unwrap_err();
         assert_eq!(e.kind().code(), 8);
         assert!(e.to_string().contains("seq 2"), "{e}");
     }
@@ -360,7 +409,7 @@ mod tests {
         let k = key();
         let mut recs = chain(3, &k);
         recs.remove(1);
-        let e = verify_text(&text(&recs), &k.verifying_key().to_bytes(), None).unwrap_err();
+        let e = vt(&text(&recs), &k.verifying_key().to_bytes(), None).unwrap_err();
         assert_eq!(e.kind().code(), 8);
     }
 
@@ -369,7 +418,7 @@ mod tests {
         let k = key();
         let recs = chain(3, &k);
         let head = recs[2].hash_hex();
-        let e = verify_text(
+        let e = vt(
             &text(&recs[..2]),
             &k.verifying_key().to_bytes(),
             Some((3, &head)),
@@ -384,22 +433,10 @@ mod tests {
         let other = SigningKey::from_bytes(&[8u8; 32])
             .verifying_key()
             .to_bytes();
-        assert_eq!(
-            verify_text(&text(&recs), &other, None)
-                .unwrap_err()
-                .kind()
-                .code(),
-            8
-        );
+        assert_eq!(vt(&text(&recs), &other, None).unwrap_err().kind().code(), 8);
         let k = key().verifying_key().to_bytes();
-        assert_eq!(
-            verify_text("not json\n", &k, None)
-                .unwrap_err()
-                .kind()
-                .code(),
-            8
-        );
-        assert_eq!(verify_text("", &k, None).unwrap_err().kind().code(), 8);
+        assert_eq!(vt("not json\n", &k, None).unwrap_err().kind().code(), 8);
+        assert_eq!(vt("", &k, None).unwrap_err().kind().code(), 8);
     }
 
     #[test]
