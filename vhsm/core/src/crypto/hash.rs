@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{SecretKey, KEY_LEN};
+use super::SecretKey;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -47,8 +47,10 @@ pub fn derive_subkey(key: &SecretKey, label: &str) -> SecretKey {
     let mut msg = Vec::with_capacity(SUBKEY_LABEL_PREFIX.len() + label.len());
     msg.extend_from_slice(SUBKEY_LABEL_PREFIX);
     msg.extend_from_slice(label.as_bytes());
-    let out: Zeroizing<[u8; KEY_LEN]> = Zeroizing::new(hmac_sha256(key.expose(), &msg));
-    SecretKey::from_bytes(*out)
+    let mut subkey = SecretKey::zeroed();
+    let out = Zeroizing::new(hmac_sha256(key.expose(), &msg));
+    subkey.expose_mut().copy_from_slice(out.as_slice());
+    subkey
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
 //! Argon2id passphrase-to-key derivation and its cost parameters.
 
-use argon2::{Algorithm, Argon2, Params, Version};
-use zeroize::Zeroizing;
-
 use super::{CryptoError, SecretKey, KEY_LEN};
+use argon2::{Algorithm, Argon2, Params, Version};
 
 /// The shortest salt `argon2id` accepts, in bytes.
 pub const MIN_SALT_LEN: usize = 16;
@@ -57,11 +55,11 @@ pub fn argon2id(
         Some(KEY_LEN),
     )
     .map_err(|_| CryptoError::Kdf)?;
-    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    let mut key = SecretKey::zeroed();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password_into(passphrase, salt, out.as_mut_slice())
+        .hash_password_into(passphrase, salt, key.expose_mut())
         .map_err(|_| CryptoError::Kdf)?;
-    Ok(SecretKey::from_bytes(*out))
+    Ok(key)
 }
 
 #[cfg(test)]

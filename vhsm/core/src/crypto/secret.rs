@@ -29,6 +29,16 @@ impl SecretKey {
     pub fn expose(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
+
+    /// An all-zero key to be filled in place by a derivation (no stray stack copies).
+    pub(in crate::crypto) fn zeroed() -> Self {
+        Self(Zeroizing::new([0u8; KEY_LEN]))
+    }
+
+    /// Mutable access for in-place derivation inside the crypto module.
+    pub(in crate::crypto) fn expose_mut(&mut self) -> &mut [u8; KEY_LEN] {
+        &mut self.0
+    }
 }
 
 impl fmt::Debug for SecretKey {
