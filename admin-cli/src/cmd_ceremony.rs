@@ -297,7 +297,9 @@ fn deliver(
                 resp.audit_key_fingerprint
             ));
         }
-        s.push_str("The appliance is SEALED: unseal it with `vhsm-admin unseal`.\n");
+        if what == "INITIALIZED" {
+            s.push_str("The appliance is SEALED: unseal it with `vhsm-admin unseal`.\n");
+        }
         s
     })
 }

@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(v["state"], "PENDING_DELETION");
         assert_eq!(v["usage"], serde_json::json!(["encrypt", "unwrap"]));
         assert_eq!(v["labels"]["a"], "b");
-        assert_eq!(v["created_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["created_at"], "2023-11-14T22:13:20.000Z");
         let t = render_key(&j);
         assert!(t.contains("PENDING_DELETION") && t.contains("a=b"), "{t}");
         let table = render_keys(&[j]);

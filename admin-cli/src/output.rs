@@ -19,7 +19,9 @@ pub fn render_kv(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in rows {
-        out.push_str(&format!("{k:<width$}  {v}\n"));
+        let line = format!("{k:<width$}  {v}");
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -73,18 +75,18 @@ pub fn emit(
     Ok(())
 }
 
-/// Formats Unix milliseconds as RFC 3339 UTC (empty for 0).
+/// Formats Unix milliseconds as RFC 3339 UTC with milliseconds (empty for 0).
 pub fn time_ms(ms: u64) -> String {
     if ms == 0 {
         return String::new();
     }
     let nanos = i128::from(ms) * 1_000_000;
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
@@ -95,8 +97,12 @@ mod tests {
 
     #[test]
     fn kv_aligns_keys() {
-        let s = render_kv(&[("a", "1".into()), ("long key", "2".into())]);
-        assert_eq!(s, "a         1\nlong key  2\n");
+        let s = render_kv(&[
+            ("a", "1".into()),
+            ("long key", "2".into()),
+            ("empty", "".into()),
+        ]);
+        assert_eq!(s, "a         1\nlong key  2\nempty\n");
     }
 
     #[test]
@@ -115,6 +121,7 @@ mod tests {
     fn time_formats_rfc3339() {
         assert_eq!(time_ms(0), "");
         assert_eq!(time_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(time_ms(1_700_000_000_900), "2023-11-14T22:13:20.900Z");
     }
 
     #[test]

@@ -690,7 +690,7 @@ fn passphrase_mode_keys_backup_restore_audit() {
         "",
     );
     assert_eq!(p["state"], "PENDING_DELETION");
-    assert_eq!(p["deletion_due_at"], "2023-11-21T22:13:20Z");
+    assert_eq!(p["deletion_due_at"], "2023-11-21T22:13:20.000Z");
     let list = n.ok(&["key", "list"], "");
     assert!(
         list.starts_with("KEY ID") && list.contains("orders-key"),
