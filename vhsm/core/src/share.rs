@@ -146,6 +146,9 @@ impl ShareFile {
         if index == 0 || index > count || threshold == 0 || threshold > count || count > 16 {
             return Err(invalid("share file has impossible index/threshold/count"));
         }
+        if !crate::header::kdf_within_limits(&kdf) {
+            return Err(invalid("share file has out-of-range KDF parameters"));
+        }
         if ciphertext.len() != 32 + GCM_TAG_LEN {
             return Err(invalid("share file has a wrong ciphertext length"));
         }

@@ -421,7 +421,7 @@ impl Options {
         if !self.allow_weak_kdf && !self.kdf.is_at_least_recommended() {
             return Err(Error::WeakKdf);
         }
-        if self.kdf.m_cost_kib < 8 || self.kdf.t_cost < 1 || self.kdf.p_cost < 1 {
+        if !crate::header::kdf_within_limits(&self.kdf) {
             return Err(Error::InvalidArgument("options.kdf"));
         }
         if self.partial_unseal_timeout_ms == 0 {
@@ -499,6 +499,12 @@ mod tests {
         );
         let mut o = Options::insecure_for_tests();
         o.kdf.t_cost = 0;
+        assert_eq!(o.validate(), Err(Error::InvalidArgument("options.kdf")));
+        let mut o = Options::default();
+        o.kdf.m_cost_kib = (1 << 20) + 1;
+        assert_eq!(o.validate(), Err(Error::InvalidArgument("options.kdf")));
+        let mut o = Options::default();
+        o.kdf.p_cost = 17;
         assert_eq!(o.validate(), Err(Error::InvalidArgument("options.kdf")));
     }
 
