@@ -4,6 +4,7 @@
 //! Defaults: 20000 requests per level, concurrency 1 8 32 64. Every level shares one reused
 //! channel (one HTTP/2 connection, one TLS session). Client and server run in the same process,
 //! so the CPU figure is client + server together (an upper bound for the server's share).
+//! `BENCH_LOG=1` installs the JSON request logger (writing to a sink) to include its cost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -87,6 +88,14 @@ async fn main() {
         levels = vec![1, 8, 32, 64];
     }
 
+    if std::env::var_os("BENCH_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::sink)
+            .with_max_level(tracing::Level::INFO)
+            .init();
+        println!("request logging: on (JSON, to a sink)");
+    }
     let pki = common::Pki::new();
     let cfg = pki.config(&pki.path().join("data"));
     let node = common::start(&cfg).await;

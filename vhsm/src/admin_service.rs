@@ -20,6 +20,7 @@ use crate::access::Method;
 use crate::convert::{self, take_secret};
 use crate::dispatch::{core_status, Dispatcher};
 use crate::roles::Caller;
+use crate::wipe::Wipe;
 
 /// Records returned by ExportAudit when the request's limit is 0.
 pub const DEFAULT_AUDIT_LIMIT: usize = 1000;
@@ -105,7 +106,7 @@ fn rekey(v: &Vhsm, c: &Caller, mut r: RekeyRequest) -> Result<InitResponse, Stat
                 .collect(),
         ),
         _ => {
-            r.old_passphrase.zeroize();
+            r.wipe();
             return Err(err(Error::InvalidArgument("old_passphrase")));
         }
     };

@@ -11,6 +11,7 @@ use crate::access::Method;
 use crate::error_map;
 use crate::logging::{log_request, RequestLog};
 use crate::roles::{Caller, RoleMap};
+use crate::wipe::Wipe;
 
 /// Longest caller-supplied request id kept for the log line.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -66,7 +67,7 @@ impl Dispatcher {
         f: F,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: Send + 'static,
+        Req: Wipe + Send + 'static,
         Resp: Send + 'static,
         F: FnOnce(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
     {
@@ -90,6 +91,7 @@ impl Dispatcher {
                 f(&self.vhsm, &caller, msg)
             }
         } else {
+            request.into_inner().wipe();
             self.deny(&caller, method).await;
             Err(error_map::permission_denied(method.name()))
         };

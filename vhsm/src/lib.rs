@@ -21,3 +21,4 @@ pub mod roles;
 pub mod server;
 pub mod storage;
 pub mod tls;
+pub mod wipe;

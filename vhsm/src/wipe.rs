@@ -1,0 +1,160 @@
+//! Zeroizes the secret fields of request messages that are dropped without being used
+//! (e.g. a denied call), so passphrases, shares and plaintext do not linger in freed memory.
+
+use vhsm_proto::v1::{
+    init_request, CreateBackupRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
+    ExportAuditRequest, GenerateRandomRequest, GetAuditPublicKeyRequest, GetKeyMetadataRequest,
+    HealthRequest, ImportKeyRequest, InitRequest, KeyIdRequest, ListKeysRequest,
+    NewImportKeyRequest, RekeyRequest, ResetUnsealRequest, RestoreBackupRequest,
+    ScheduleKeyDeletionRequest, SealRequest, SetMinDecryptionVersionRequest, StatusRequest,
+    UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
+};
+use zeroize::Zeroize;
+
+/// A request message whose secret fields can be wiped in place.
+pub trait Wipe {
+    /// Zeroizes every secret field (no-op for messages without secrets).
+    fn wipe(&mut self);
+}
+
+macro_rules! no_secrets {
+    ($($t:ty),* $(,)?) => {
+        $(impl Wipe for $t {
+            fn wipe(&mut self) {}
+        })*
+    };
+}
+
+no_secrets!(
+    (),
+    StatusRequest,
+    ResetUnsealRequest,
+    SealRequest,
+    CreateKeyRequest,
+    NewImportKeyRequest,
+    ListKeysRequest,
+    KeyIdRequest,
+    SetMinDecryptionVersionRequest,
+    ScheduleKeyDeletionRequest,
+    CreateBackupRequest,
+    ExportAuditRequest,
+    GetAuditPublicKeyRequest,
+    GetKeyMetadataRequest,
+    GenerateRandomRequest,
+    HealthRequest,
+    DecryptRequest,
+    UnwrapKeyRequest,
+    RestoreBackupRequest,
+    ImportKeyRequest,
+);
+
+impl Wipe for InitRequest {
+    fn wipe(&mut self) {
+        match &mut self.mode {
+            Some(init_request::Mode::Passphrase(p)) => p.passphrase.zeroize(),
+            Some(init_request::Mode::Shares(s)) => {
+                s.custodian_passphrases
+                    .iter_mut()
+                    .for_each(Zeroize::zeroize);
+            }
+            None => {}
+        }
+    }
+}
+
+impl Wipe for UnsealRequest {
+    fn wipe(&mut self) {
+        self.passphrase.zeroize();
+        self.share.zeroize();
+    }
+}
+
+impl Wipe for RekeyRequest {
+    fn wipe(&mut self) {
+        self.old_passphrase.zeroize();
+        for s in &mut self.old_shares {
+            s.passphrase.zeroize();
+            s.share.zeroize();
+        }
+        if let Some(n) = &mut self.new_config {
+            n.wipe();
+        }
+    }
+}
+
+impl Wipe for EncryptRequest {
+    fn wipe(&mut self) {
+        self.plaintext.zeroize();
+    }
+}
+
+impl Wipe for WrapKeyRequest {
+    fn wipe(&mut self) {
+        self.key_material.zeroize();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use vhsm_proto::v1::{PassphraseMode, ShareSubmission, SharesMode};
+
+    #[test]
+    fn secrets_are_wiped() {
+        let mut u = UnsealRequest {
+            passphrase: "pw".into(),
+            share: vec![1, 2, 3],
+        };
+        u.wipe();
+        assert!(u.passphrase.is_empty() && u.share.is_empty());
+
+        let mut i = InitRequest {
+            mode: Some(init_request::Mode::Shares(SharesMode {
+                threshold: 1,
+                custodian_passphrases: vec!["a".into(), "b".into()],
+            })),
+        };
+        i.wipe();
+        let Some(init_request::Mode::Shares(s)) = &i.mode else {
+            panic!("mode changed")
+        };
+        assert!(s.custodian_passphrases.iter().all(String::is_empty));
+
+        let mut r = RekeyRequest {
+            old_passphrase: "old".into(),
+            old_shares: vec![ShareSubmission {
+                share: vec![9],
+                passphrase: "p".into(),
+            }],
+            new_config: Some(InitRequest {
+                mode: Some(init_request::Mode::Passphrase(PassphraseMode {
+                    passphrase: "new".into(),
+                })),
+            }),
+        };
+        r.wipe();
+        assert!(r.old_passphrase.is_empty());
+        assert!(r.old_shares[0].share.is_empty() && r.old_shares[0].passphrase.is_empty());
+        let Some(InitRequest {
+            mode: Some(init_request::Mode::Passphrase(p)),
+        }) = &r.new_config
+        else {
+            panic!("mode changed")
+        };
+        assert!(p.passphrase.is_empty());
+
+        let mut e = EncryptRequest {
+            plaintext: b"secret".to_vec(),
+            ..Default::default()
+        };
+        e.wipe();
+        assert!(e.plaintext.is_empty());
+        let mut w = WrapKeyRequest {
+            key_material: vec![7; 32],
+            ..Default::default()
+        };
+        w.wipe();
+        assert!(w.key_material.is_empty());
+    }
+}
