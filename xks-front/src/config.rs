@@ -403,6 +403,15 @@ max_concurrency = 1024
     }
 
     #[test]
+    fn deploy_example_parses() {
+        let text = include_str!("../../deploy/xks-front.example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.vhsm.deadline_ms, 150);
+        assert_eq!(c.vhsm.nodes[0].server_name, "vhsmd");
+        assert!(!c.listen.plain_http);
+    }
+
+    #[test]
     fn missing_file_is_reported() {
         let e = Config::load(Path::new("/nonexistent/xks.toml")).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/xks.toml"));

@@ -25,6 +25,8 @@ use crate::sigv4::{self, SignedRequest, VerifyParams};
 
 /// The SigV4 service name of the XKS API.
 pub const SERVICE: &str = "kms-xks-proxy";
+/// Longest wait for a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Accepted clock skew of a signed request (spec: 5 minutes).
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
@@ -222,8 +224,10 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
     if declared.is_some_and(|n| n > api::MAX_BODY as u64) {
         return Err(TOO_BIG);
     }
-    let body: Bytes = axum::body::to_bytes(body, api::MAX_BODY)
+    // A slow sender must not hold a concurrency slot for long.
+    let body: Bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, api::MAX_BODY))
         .await
+        .map_err(|_| XksError::validation("request body not received in time"))?
         .map_err(|_| TOO_BIG)?;
 
     // 4. SigV4 with this key store's credentials.
@@ -433,8 +437,13 @@ async fn encrypt(
         let back = within(deadline, st.km.decrypt(key_id, input, rid, deadline))
             .await
             .map_err(|e| match e.name {
-                ErrorName::DependencyTimeout => e,
-                _ => XksError::new(ErrorName::Internal, "encrypt self-check failed"),
+                // A ciphertext we just produced that does not decrypt is our fault, not KMS's.
+                // Other failures keep their meaning: e.g. an encrypt-only key answers
+                // InvalidKeyUsageException, as the AWS test client expects.
+                ErrorName::InvalidCiphertext | ErrorName::Validation => {
+                    XksError::new(ErrorName::Internal, "encrypt self-check failed")
+                }
+                _ => e,
             })?;
         if !bool::from(back.value.as_slice().ct_eq(r.plaintext.as_slice())) {
             tracing::error!(key_id, "encrypt self-check returned different plaintext");

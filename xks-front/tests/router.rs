@@ -578,6 +578,12 @@ async fn invalid_ciphertext_for_wrong_aad_tag_or_16_byte_iv() {
 #[tokio::test]
 async fn invalid_key_usage() {
     let env = env();
+    // Encrypt with CDIV on an encrypt-only key: the self-check decrypt is refused (test client case).
+    let req = signed(
+        &key_path("encrypt-only", "encrypt"),
+        &encrypt_body(b"x", None),
+    );
+    expect_error(&env, req, 400, "InvalidKeyUsageException").await;
     let enc = encrypt_ok(&env, "demo-key", b"x", b"").await;
     let req = signed(
         &key_path("encrypt-only", "decrypt"),
