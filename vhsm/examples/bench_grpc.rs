@@ -4,6 +4,8 @@
 //! Defaults: 20000 requests per level, concurrency 1 8 32 64. Every level shares one reused
 //! channel (one HTTP/2 connection, one TLS session). Client and server run in the same process,
 //! so the CPU figure is client + server together (an upper bound for the server's share).
+//! `BENCH_RATE=R` adds an open-loop run: requests issued at a fixed R per second (latency at a
+//! given load rather than at saturation).
 //! `BENCH_LOG=1` installs the JSON request logger (writing to a sink) to include its cost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -79,6 +81,48 @@ async fn run_level(channel: Channel, concurrency: usize, requests: usize) {
     );
 }
 
+async fn run_fixed_rate(channel: Channel, rate: u64, requests: usize) {
+    let mut ticks = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate.max(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let mut tasks = Vec::with_capacity(requests);
+    for i in 0..requests {
+        ticks.tick().await;
+        let mut client = CryptoClient::new(channel.clone());
+        tasks.push(tokio::spawn(async move {
+            let start = Instant::now();
+            client
+                .encrypt(EncryptRequest {
+                    key_id: "bench".into(),
+                    plaintext: vec![0x42u8; 32],
+                    aad: b"bench-aad".to_vec(),
+                    request_id: format!("r{i}"),
+                })
+                .await
+                .unwrap();
+            start.elapsed()
+        }));
+    }
+    let mut all = Vec::with_capacity(requests);
+    for t in tasks {
+        all.push(t.await.unwrap());
+    }
+    let wall = t0.elapsed();
+    let cpu = cpu_time() - cpu0;
+    all.sort_unstable();
+    let n = all.len() as f64;
+    println!(
+        "fixed rate {rate}/s: {n:>6} req  achieved {:>7.0} req/s  p50 {:>6} µs  p99 {:>6} µs  \
+         max {:>6} µs  cpu/req (client+server) {:>5.1} µs",
+        n / wall.as_secs_f64(),
+        percentile(&all, 0.50).as_micros(),
+        percentile(&all, 0.99).as_micros(),
+        all[all.len() - 1].as_micros(),
+        cpu.as_secs_f64() * 1e6 / n,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -131,6 +175,12 @@ async fn main() {
     println!("--- measured ---");
     for c in levels {
         run_level(channel.clone(), c, requests).await;
+    }
+    if let Some(rate) = std::env::var("BENCH_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        run_fixed_rate(channel.clone(), rate, requests).await;
     }
     drop(channel);
     drop(admin);
