@@ -203,6 +203,19 @@ pub async fn check_all<C: NodeClient>(
             reports.push(r);
         }
     }
+    // A check task that died still yields a report: UNAVAILABLE, never silence.
+    for (idx, id) in group.node_ids().into_iter().enumerate() {
+        if !reports.iter().any(|(i, _)| *i == idx) {
+            reports.push((
+                idx,
+                NodeReport {
+                    id,
+                    model: "vhsmd".into(),
+                    status: NodeStatus::Unavailable,
+                },
+            ));
+        }
+    }
     reports.sort_by_key(|(i, _)| *i);
     for (idx, r) in &reports {
         group.set_status(*idx, r.status);
@@ -222,7 +235,10 @@ pub async fn check_all<C: NodeClient>(
     );
 }
 
-/// Runs `check_all` now and then every `period` until `shutdown` flips.
+/// Longest effective check period: a check must land before the previous result turns stale.
+pub const MAX_PERIOD: Duration = Duration::from_secs(50);
+
+/// Runs `check_all` now and then every `period` (at most `MAX_PERIOD`) until `shutdown` flips.
 pub async fn run_checker<C: NodeClient>(
     group: Arc<HaGroup<C>>,
     cache: Arc<HealthCache>,
@@ -232,7 +248,7 @@ pub async fn run_checker<C: NodeClient>(
     period: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(period);
+    let mut tick = tokio::time::interval(period.min(MAX_PERIOD));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
