@@ -249,14 +249,12 @@ pub(crate) fn load_all(storage: &dyn Storage, ring: &Keyring) -> Result<KeyMap, 
         );
     }
     // Every material record must belong to a live key version (nothing orphaned or injected).
-    for (k, v) in storage.scan_prefix(Tree::Keys, b"mat/")? {
-        ring.open(Tree::Keys, &k, &v)?;
-        let known = out.values().any(|c| {
-            c.versions
-                .keys()
-                .any(|ver| material_key(&c.info.key_id, *ver) == k)
-        });
-        if !known {
+    let expected: std::collections::HashSet<Vec<u8>> = out
+        .values()
+        .flat_map(|c| c.versions.keys().map(|v| material_key(&c.info.key_id, *v)))
+        .collect();
+    for (k, _) in storage.scan_prefix(Tree::Keys, b"mat/")? {
+        if !expected.contains(&k) {
             return Err(Error::Corruption(
                 "key material record without a live key".into(),
             ));
