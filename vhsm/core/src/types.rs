@@ -78,13 +78,21 @@ pub enum InitRequest {
     },
 }
 
-/// Authorization for a rekey: the current unseal material.
-#[derive(Debug)]
+/// Authorization for a rekey: the current unseal material. `Debug` shows no share bytes.
 pub enum RekeyAuth {
     /// The current passphrase (passphrase mode).
     Passphrase(SecretString),
     /// At least M current shares, each with its custodian passphrase (quorum mode).
     Shares(Vec<(Vec<u8>, SecretString)>),
+}
+
+impl fmt::Debug for RekeyAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RekeyAuth::Passphrase(_) => f.write_str("RekeyAuth::Passphrase([REDACTED])"),
+            RekeyAuth::Shares(list) => write!(f, "RekeyAuth::Shares([{} REDACTED])", list.len()),
+        }
+    }
 }
 
 /// Result of `initialize` / `rekey`.
@@ -512,6 +520,20 @@ mod tests {
     fn secret_debug_redacted() {
         let s = SecretBytes::new(Zeroizing::new(vec![0xAB; 4]));
         assert!(!format!("{s:?}").contains("171"));
+        let auth = RekeyAuth::Shares(vec![(
+            vec![0xEF; 4],
+            SecretString::from("pw-secret".to_string()),
+        )]);
+        let shown = format!("{auth:?}");
+        assert!(
+            !shown.contains("239") && !shown.contains("pw-secret"),
+            "{shown}"
+        );
+        let shown = format!(
+            "{:?}",
+            RekeyAuth::Passphrase(SecretString::from("pw-secret".to_string()))
+        );
+        assert!(!shown.contains("pw-secret"), "{shown}");
         let share = EncryptedShare {
             index: 1,
             bytes: vec![0xCD; 4],
