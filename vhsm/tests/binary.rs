@@ -75,7 +75,7 @@ fn check_config_accepts_good_and_names_bad_fields() {
 }
 
 #[test]
-fn starts_serves_and_stops_gracefully_on_sigterm() {
+fn starts_serves_refuses_a_second_process_and_stops_on_sigterm() {
     let pki = Pki::new();
     let cfg = write_config(&pki, "[dev]\ninsecure_fast_kdf = true\n");
     let mut child = Command::new(VHSMD)
