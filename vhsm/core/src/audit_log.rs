@@ -91,21 +91,26 @@ pub(crate) fn get(storage: &dyn Storage, seq: u64) -> Result<Option<AuditRecord>
         .transpose()
 }
 
-/// Finds the newest record (seqs are contiguous from 1) with O(log n) reads.
+fn exists(storage: &dyn Storage, seq: u64) -> Result<bool, Error> {
+    Ok(storage.get(Tree::Audit, &seq.to_be_bytes())?.is_some())
+}
+
+/// Finds the newest record (seqs are contiguous from 1) with O(log n) reads; only the head
+/// record itself is parsed.
 pub(crate) fn load_head(storage: &dyn Storage) -> Result<AuditHead, Error> {
-    if get(storage, 1)?.is_none() {
+    if !exists(storage, 1)? {
         return Ok(AuditHead::genesis());
     }
     // Invariant of the search: `lo` exists, `hi` does not.
     let mut lo = 1u64;
     let mut hi = 2u64;
-    while get(storage, hi)?.is_some() {
+    while exists(storage, hi)? {
         lo = hi;
         hi = hi.saturating_mul(2);
     }
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if get(storage, mid)?.is_some() {
+        if exists(storage, mid)? {
             lo = mid;
         } else {
             hi = mid;

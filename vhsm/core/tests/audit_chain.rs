@@ -178,3 +178,22 @@ fn denied_on_uninitialized_store_is_not_persisted() {
     assert_eq!(v.status().audit_head_seq, 0);
     assert_eq!(v.status().audit_head_hash, "");
 }
+
+#[test]
+fn damaged_audit_record_is_reported_not_fatal() {
+    let (s, c, v) = unsealed();
+    v.create_key(new_key("k", &[]), "admin").unwrap();
+    let head = v.status().audit_head_seq;
+    assert!(head >= 3);
+    s.raw_put(vhsm_core::Tree::Audit, &2u64.to_be_bytes(), b"{not json");
+    drop(v);
+    // The store still opens and unseals; reading over the damaged record is Corruption.
+    let v = open(&s, &c);
+    assert_eq!(v.status().audit_head_seq, head);
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
+    assert_eq!(
+        v.audit_records(1, 10).unwrap_err().reason(),
+        vhsm_core::Reason::Corruption
+    );
+    assert_eq!(v.audit_records(3, 10).unwrap()[0].seq, 3);
+}
