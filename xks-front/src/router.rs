@@ -385,6 +385,27 @@ async fn key_metadata(
         .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))
 }
 
+/// Constant-time equality of two byte strings (their lengths are public): XOR-OR over 64-bit
+/// words without data-dependent branches, then one `subtle` comparison of the accumulator.
+fn ct_eq_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut acc = 0u64;
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = wa.remainder().iter().zip(wb.remainder());
+    for (x, y) in wa.zip(wb) {
+        let (mut u, mut v) = ([0u8; 8], [0u8; 8]);
+        u.copy_from_slice(x);
+        v.copy_from_slice(y);
+        acc |= u64::from_ne_bytes(u) ^ u64::from_ne_bytes(v);
+    }
+    for (x, y) in tail {
+        acc |= u64::from(x ^ y);
+    }
+    bool::from(acc.ct_eq(&0))
+}
+
 /// Bounds a key-manager call by the request deadline even if the implementation does not.
 async fn within<T>(
     deadline: Instant,
@@ -445,7 +466,7 @@ async fn encrypt(
                 }
                 _ => e,
             })?;
-        if !bool::from(back.value.as_slice().ct_eq(r.plaintext.as_slice())) {
+        if !ct_eq_bytes(&back.value, &r.plaintext) {
             tracing::error!(key_id, "encrypt self-check returned different plaintext");
             return Err(XksError::new(
                 ErrorName::Internal,
@@ -486,4 +507,28 @@ async fn decrypt(
     let served = within(deadline, st.km.decrypt(key_id, input, rid, deadline)).await?;
     ctx.node = Some(served.node);
     Ok(json_response(api::decrypt_response_body(&served.value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq_bytes_finds_any_difference() {
+        let a: Vec<u8> = (0..=255u8).cycle().take(4301).collect();
+        assert!(ct_eq_bytes(&a, &a.clone()));
+        assert!(ct_eq_bytes(b"", b""));
+        for i in [0, 7, 8, 4295, 4300] {
+            let mut b = a.clone();
+            b[i] ^= 0x80;
+            assert!(!ct_eq_bytes(&a, &b), "difference at {i} missed");
+        }
+        assert!(!ct_eq_bytes(&a, &a[..4300]));
+    }
+
+    #[test]
+    fn log_safe_strips_control_characters_and_caps_length() {
+        assert_eq!(log_safe("abc\n\u{1b}[31mx"), "abc??[31mx");
+        assert_eq!(log_safe(&"k".repeat(300)).len(), 128);
+    }
 }
