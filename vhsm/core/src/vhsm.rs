@@ -293,12 +293,15 @@ impl Vhsm {
     }
 
     /// Initializes an empty store; leaves it Sealed. Quorum mode returns the encrypted shares.
+    /// Runs the power-on self-tests first (`SelfTestFailed` leaves the store uninitialized).
     pub fn initialize(&self, req: InitRequest, actor: &str) -> Result<InitOutcome, Error> {
         let mut inner = self.lock()?;
         if inner.header.is_some() || inner.staged.is_some() {
             return Err(Error::AlreadyInitialized);
         }
         ceremony::validate(&req)?;
+        // The primitives that are about to make the root key must pass their self-tests too.
+        self.ensure_selftest(&mut inner, actor)?;
         let rng = &*self.rng;
         let mut store_id = [0u8; 16];
         rng.fill(&mut store_id)?;

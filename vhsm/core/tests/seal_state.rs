@@ -491,6 +491,26 @@ fn self_test_failure_refuses_unseal() {
 }
 
 #[test]
+fn self_test_failure_refuses_init() {
+    let s = Arc::new(MemoryStorage::new());
+    let c = TestClock::new();
+    let faulty = open_with(
+        &s,
+        &c,
+        Options {
+            inject_selftest_failure: true,
+            ..opts()
+        },
+    );
+    let e = faulty
+        .initialize(InitRequest::Passphrase(pw(PASS)), "admin")
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::SelfTestFailed);
+    assert_eq!(faulty.status().seal_state, SealState::Uninitialized);
+    assert!(s.dump().is_empty());
+}
+
+#[test]
 fn weak_kdf_is_refused_unless_allowed() {
     let weak_opts = Options {
         allow_weak_kdf: false,
