@@ -215,7 +215,6 @@ impl std::fmt::Debug for EncryptRequest {
 }
 
 /// A parsed Decrypt request.
-#[derive(Debug)]
 pub struct DecryptRequest {
     /// The checked requestMetadata.
     pub meta: RequestMetadata,
@@ -229,6 +228,17 @@ pub struct DecryptRequest {
     pub iv: Vec<u8>,
     /// 16-byte tag.
     pub tag: Vec<u8>,
+}
+
+impl std::fmt::Debug for DecryptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptRequest")
+            .field("meta", &self.meta)
+            .field("ciphertext_len", &self.ciphertext.len())
+            .field("aad_len", &self.aad.len())
+            .field("metadata_len", &self.metadata.len())
+            .finish_non_exhaustive()
+    }
 }
 
 const BAD_JSON: XksError =

@@ -384,14 +384,12 @@ impl<C: NodeClient> KeyManager for HaGroup<C> {
         deadline: Instant,
     ) -> BoxFuture<'a, Result<Served<EncryptOutput>, VhsmError>> {
         Box::pin(async move {
-            // The request buffer holds plaintext: zeroize it when done.
-            let req = Zeroizing::new(plaintext.to_vec());
             let served = self
                 .run(deadline, |c, t| {
                     c.encrypt(
                         EncryptRequest {
                             key_id: key_id.to_string(),
-                            plaintext: req.to_vec(),
+                            plaintext: plaintext.to_vec(),
                             aad: aad.to_vec(),
                             request_id: request_id.to_string(),
                         },
