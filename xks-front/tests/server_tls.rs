@@ -188,6 +188,36 @@ async fn http1_ping_and_h2_alpn() {
 }
 
 #[tokio::test]
+async fn http2_request_is_served() {
+    let s = start(false).await;
+    let h2 = Client {
+        alpn: vec![b"h2"],
+        ..Default::default()
+    };
+    let tls = h2.connect(&s).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        // Several requests on one connection (keep-alive / multiplexing).
+        let req = http::Request::get("https://localhost/ping")
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        assert_eq!(&body.to_bytes()[..], b"ok");
+    }
+}
+
+#[tokio::test]
 async fn only_the_spec_cipher_suites_are_offered() {
     let s = start(false).await;
     let only = |suite: SupportedCipherSuite, tls12_only: bool| Client {
