@@ -246,11 +246,29 @@ fn serves_reloads_and_shuts_down() {
     );
 
     // A broken keystores file is refused on SIGHUP; the old one keeps serving.
+    std::fs::copy(
+        dir.path().join("keystores.toml"),
+        dir.path().join("keystores.toml.good"),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("keystores.toml"), "not = [valid").unwrap();
     run.signal(Signal::SIGHUP);
     run.wait_for("keystores reload failed");
     let health = http(&addr, &signed_health(&addr));
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    // A valid file whose key store has another prefix: after SIGHUP the old path is gone.
+    let ks = std::fs::read_to_string(dir.path().join("keystores.toml.good")).unwrap();
+    std::fs::write(
+        dir.path().join("keystores.toml"),
+        ks.replace("\"/example\"", "\"/moved\""),
+    )
+    .unwrap();
+    run.signal(Signal::SIGHUP);
+    run.wait_for("keystores reloaded");
+    let health = http(&addr, &signed_health(&addr));
+    assert!(health.starts_with("HTTP/1.1 404"), "{health}");
+    assert!(health.contains("InvalidUriPathException"), "{health}");
 
     run.signal(Signal::SIGTERM);
     let mut child = run.child;
