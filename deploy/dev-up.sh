@@ -60,7 +60,8 @@ done
 
 say "Initializing the store (passphrase mode; the dev passphrase is in .dev/passphrase, 0600)"
 head -c 24 /dev/urandom | base64 > "$DEV/passphrase"
-"${ADMIN[@]}" init --passphrase --passphrase-fd 0 < "$DEV/passphrase" >/dev/null
+# The passphrase is entered twice (confirmation), as at the terminal.
+cat "$DEV/passphrase" "$DEV/passphrase" | "${ADMIN[@]}" init --passphrase --passphrase-fd 0 >/dev/null
 "${ADMIN[@]}" unseal --passphrase-fd 0 < "$DEV/passphrase" >/dev/null
 
 say "Creating the demo key 'demo-key' and the health-check key 'xks-health'"
