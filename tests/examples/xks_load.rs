@@ -83,12 +83,16 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut tasks = Vec::new();
-    for mut c in conns {
+    for (i, mut c) in conns.into_iter().enumerate() {
         let body = body.clone();
+        // Stagger the connections evenly over one interval so a fixed rate is not sent in bursts.
+        let offset = per_conn_interval
+            .map(|iv| iv.mul_f64(i as f64 / connections as f64))
+            .unwrap_or_default();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
-            let mut next = Instant::now();
+            let mut next = started + offset;
             while Instant::now() < deadline {
                 if let Some(iv) = per_conn_interval {
                     tokio::time::sleep_until(next.into()).await;

@@ -63,9 +63,33 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Async runtime sizing.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// Development-only switches; never set in production.
     #[serde(default)]
     pub dev: DevConfig,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Async worker threads; 0 = half the CPUs (at least 1), since vhsmd shares the
+    /// appliance with xks-front. Cross-thread wake-ups cost more than they give on small hosts.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+impl RuntimeConfig {
+    /// The number of worker threads to start.
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        (cpus / 2).max(1)
+    }
 }
 
 /// `[listen]`.
@@ -233,6 +257,12 @@ impl Config {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
         self.listen_addr()?;
+        if self.runtime.worker_threads > 256 {
+            return Err(ConfigError::invalid(
+                "runtime.worker_threads",
+                "must be 0 (auto) to 256",
+            ));
+        }
         check_file("tls.cert", &self.tls.cert)?;
         check_file("tls.key", &self.tls.key)?;
         check_file("tls.client_ca", &self.tls.client_ca)?;
@@ -392,6 +422,21 @@ auditor = ["auditor"]
         assert!(err.to_string().contains("fromat"), "{err}");
         let err = Config::parse(&format!("bogus = 1\n{text}")).unwrap_err();
         assert!(matches!(err, ConfigError::Parse(_)));
+    }
+
+    #[test]
+    fn runtime_worker_threads_default_and_bounds() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&text).unwrap();
+        assert!(c.runtime.effective_worker_threads() >= 1);
+        let c = Config::parse(&format!("{text}\n[runtime]\nworker_threads = 3\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.runtime.effective_worker_threads(), 3);
+        let c = Config::parse(&format!("{text}\n[runtime]\nworker_threads = 1000\n")).unwrap();
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "runtime.worker_threads"
+        );
     }
 
     #[test]

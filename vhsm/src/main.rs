@@ -41,11 +41,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!("config ok");
         return Ok(());
     }
-    logging::init(&config.log).map_err(anyhow::Error::msg)?;
+    let _log_guard = logging::init(&config.log).map_err(anyhow::Error::msg)?;
     for warning in hardening::harden().warnings {
         tracing::warn!("hardening: {warning}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.effective_worker_threads())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

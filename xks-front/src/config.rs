@@ -146,13 +146,29 @@ pub struct LimitsConfig {
     /// Requests in flight; more are answered ThrottlingException at once.
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
+    /// Async worker threads; 0 = half the CPUs (at least 1), since xks-front usually shares
+    /// its host with vhsmd. Cross-thread wake-ups cost more than they give on small hosts.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_concurrency: default_max_concurrency(),
+            worker_threads: 0,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The number of async worker threads to start.
+    pub fn effective_worker_threads(&self) -> usize {
+        if self.worker_threads > 0 {
+            return self.worker_threads;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        (cpus / 2).max(1)
     }
 }
 
@@ -275,6 +291,9 @@ impl Config {
         if self.limits.max_concurrency == 0 {
             return Err(invalid("limits.max_concurrency", "must be at least 1"));
         }
+        if self.limits.worker_threads > 256 {
+            return Err(invalid("limits.worker_threads", "must be 0 (auto) to 256"));
+        }
         Ok(())
     }
 }
@@ -325,7 +344,24 @@ max_concurrency = 1024
         assert_eq!(c.vhsm.nodes.len(), 1);
         assert_eq!(c.vhsm.deadline_ms, 150);
         assert_eq!(c.limits.max_concurrency, 1024);
+        assert!(c.limits.effective_worker_threads() >= 1);
         assert!(c.tls.unwrap().client_ca.is_none());
+    }
+
+    #[test]
+    fn worker_threads_are_bounded() {
+        let c = parse(&GOOD.replace(
+            "max_concurrency = 1024",
+            "max_concurrency = 1024\nworker_threads = 2",
+        ))
+        .unwrap();
+        assert_eq!(c.limits.effective_worker_threads(), 2);
+        let err = parse(&GOOD.replace(
+            "max_concurrency = 1024",
+            "max_concurrency = 1024\nworker_threads = 999",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("limits.worker_threads"), "{err}");
     }
 
     #[test]

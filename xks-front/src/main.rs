@@ -10,6 +10,7 @@ use clap::{Parser, ValueEnum};
 use nix::sys::resource::{setrlimit, Resource};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use xks_front::config::Config;
@@ -50,21 +51,31 @@ fn harden() {
     }
 }
 
-fn init_logging(format: LogFormat) -> anyhow::Result<()> {
+/// Installs the logger. Lines are written by a background thread through a buffered stdout
+/// flushed whenever its queue is empty: the request path pays a queue push, not a `write(2)`.
+/// Nothing is dropped under load (the queue applies back-pressure). Keep the guard until exit.
+fn init_logging(format: LogFormat) -> anyhow::Result<WorkerGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(65_536)
+        .thread_name("xks-front-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Json => b.json().flatten_event(true).try_init(),
         LogFormat::Text => b.try_init(),
     }
-    .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))
+    .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(guard)
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format)?;
+    let _log_guard = init_logging(args.log_format)?;
     harden();
     let cfg = Config::load(&args.config)?;
     let registry = Registry::new(cfg.keystores_file.clone())
@@ -82,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.limits.effective_worker_threads())
         .enable_all()
         .build()?;
     rt.block_on(run(cfg, registry, tls))
