@@ -288,6 +288,7 @@ fn backup_restore_onto_second_node_and_tamper_detection() {
                 plaintext: b"the same bytes on both nodes".to_vec(),
                 aad: b"ctx".to_vec(),
                 request_id: "e2e-1".into(),
+                integrity_check: false,
             })
             .await
             .unwrap()

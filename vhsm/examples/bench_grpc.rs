@@ -55,6 +55,7 @@ async fn run_level(channel: Channel, concurrency: usize, requests: usize) {
                         plaintext: pt.to_vec(),
                         aad: b"bench-aad".to_vec(),
                         request_id: format!("r{i}"),
+                        integrity_check: false,
                     })
                     .await
                     .unwrap();
@@ -98,6 +99,7 @@ async fn run_fixed_rate(channel: Channel, rate: u64, requests: usize) {
                     plaintext: vec![0x42u8; 32],
                     aad: b"bench-aad".to_vec(),
                     request_id: format!("r{i}"),
+                    integrity_check: false,
                 })
                 .await
                 .unwrap();

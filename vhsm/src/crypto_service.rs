@@ -42,14 +42,21 @@ impl Crypto for CryptoService {
         let rid = request.get_ref().request_id.clone();
         self.d
             .call(request, Method::Encrypt, &rid, |v, _, mut r| {
-                let out = v.encrypt(&r.key_id, &r.plaintext, &r.aad);
+                let out = if r.integrity_check {
+                    v.encrypt_verified(&r.key_id, &r.plaintext, &r.aad)
+                        .map(|(out, cdiv)| (out, cdiv.to_vec()))
+                } else {
+                    v.encrypt(&r.key_id, &r.plaintext, &r.aad)
+                        .map(|out| (out, Vec::new()))
+                };
                 r.plaintext.zeroize();
-                let out = out.map_err(|e| core_status(&e))?;
+                let (out, integrity_value) = out.map_err(|e| core_status(&e))?;
                 Ok(EncryptResponse {
                     ciphertext: out.ciphertext,
                     iv: out.iv.to_vec(),
                     tag: out.tag.to_vec(),
                     metadata: out.metadata,
+                    integrity_value,
                 })
             })
             .await

@@ -9,6 +9,7 @@ use common::{admin_client, crypto_client, start, try_start, Pki};
 use tonic::transport::Channel;
 use tonic::Code;
 use vhsm::server::ServeError;
+use vhsm_core::crypto::sha256;
 use vhsm_core::StorageError;
 use vhsm_proto::v1::admin_client::AdminClient;
 use vhsm_proto::v1::crypto_client::CryptoClient;
@@ -56,9 +57,32 @@ async fn encrypt(
         plaintext: plaintext.to_vec(),
         aad: b"aad".to_vec(),
         request_id: "req-1".into(),
+        integrity_check: false,
     })
     .await
     .map(tonic::Response::into_inner)
+}
+
+async fn encrypt_checked(
+    c: &mut CryptoClient<Channel>,
+    key: &str,
+    plaintext: &[u8],
+) -> tonic::Result<EncryptResponse> {
+    c.encrypt(EncryptRequest {
+        key_id: key.into(),
+        plaintext: plaintext.to_vec(),
+        aad: b"aad".to_vec(),
+        request_id: "req-1".into(),
+        integrity_check: true,
+    })
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+/// The XKS CDIV of an encrypt answer, recomputed here over the plain concatenation.
+fn cdiv_of(e: &EncryptResponse) -> Vec<u8> {
+    let all = [&b"aad"[..], &e.metadata, &e.iv, &e.ciphertext, &e.tag].concat();
+    sha256(&all).to_vec()
 }
 
 fn decrypt_req(key: &str, e: &EncryptResponse) -> DecryptRequest {
@@ -172,6 +196,38 @@ async fn ceremony_key_use_and_error_mapping() {
     assert_eq!(md.key_id, "k1");
     assert_eq!(md.state, KeyState::Enabled as i32);
 
+    // Integrity check: absent unless asked; when asked, the CDIV of exactly what came back,
+    // and the answer is an ordinary ciphertext.
+    assert!(ct.integrity_value.is_empty());
+    let checked = encrypt_checked(&mut crypto, "k1", b"hello hsm")
+        .await
+        .unwrap();
+    assert_eq!(checked.integrity_value.len(), 32);
+    assert_eq!(checked.integrity_value, cdiv_of(&checked));
+    assert_ne!(checked.iv, ct.iv);
+    let pt = crypto
+        .decrypt(decrypt_req("k1", &checked))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pt.plaintext, b"hello hsm");
+    // An encrypt-only key passes its own self-check; decrypting stays refused.
+    create(&mut admin, "enc-only", &[KeyUsage::Encrypt])
+        .await
+        .unwrap();
+    let e = encrypt_checked(&mut crypto, "enc-only", b"x")
+        .await
+        .unwrap();
+    assert_eq!(e.integrity_value, cdiv_of(&e));
+    expect(
+        crypto
+            .decrypt(decrypt_req("enc-only", &e))
+            .await
+            .unwrap_err(),
+        Code::PermissionDenied,
+        Reason::UsageNotAllowed,
+    );
+
     // Invalid ciphertext: a flipped tag bit, and the wrong AAD.
     let mut bad = decrypt_req("k1", &ct);
     bad.tag[0] ^= 1;
@@ -197,11 +253,18 @@ async fn ceremony_key_use_and_error_mapping() {
     create(&mut admin, "wrapper", &[KeyUsage::Wrap, KeyUsage::Unwrap])
         .await
         .unwrap();
-    expect(
-        encrypt(&mut crypto, "wrapper", b"x").await.unwrap_err(),
-        Code::PermissionDenied,
-        Reason::UsageNotAllowed,
-    );
+    for checked in [false, true] {
+        let out = if checked {
+            encrypt_checked(&mut crypto, "wrapper", b"x").await
+        } else {
+            encrypt(&mut crypto, "wrapper", b"x").await
+        };
+        expect(
+            out.unwrap_err(),
+            Code::PermissionDenied,
+            Reason::UsageNotAllowed,
+        );
+    }
     expect(
         create(&mut admin, "bad id!", &[]).await.unwrap_err(),
         Code::InvalidArgument,
@@ -229,6 +292,11 @@ async fn ceremony_key_use_and_error_mapping() {
         .unwrap();
     expect(
         encrypt(&mut crypto, "k1", b"x").await.unwrap_err(),
+        Code::FailedPrecondition,
+        Reason::KeyDisabled,
+    );
+    expect(
+        encrypt_checked(&mut crypto, "k1", b"x").await.unwrap_err(),
         Code::FailedPrecondition,
         Reason::KeyDisabled,
     );

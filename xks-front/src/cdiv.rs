@@ -4,15 +4,21 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-/// Computes the CDIV (spec §6.3) over the decoded request AAD and the encrypt output parts.
-pub fn cdiv(aad: &[u8], metadata: &[u8], iv: &[u8], ciphertext: &[u8], tag: &[u8]) -> String {
+/// The CDIV digest (spec §6.3) over the decoded request AAD and the encrypt output parts:
+/// SHA-256 of their plain concatenation (absent parts are empty).
+pub fn digest(aad: &[u8], metadata: &[u8], iv: &[u8], ciphertext: &[u8], tag: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(aad);
     h.update(metadata);
     h.update(iv);
     h.update(ciphertext);
     h.update(tag);
-    STANDARD.encode(h.finalize())
+    h.finalize().into()
+}
+
+/// The CDIV as it goes on the wire: Base64 of [`digest`].
+pub fn cdiv(aad: &[u8], metadata: &[u8], iv: &[u8], ciphertext: &[u8], tag: &[u8]) -> String {
+    STANDARD.encode(digest(aad, metadata, iv, ciphertext, tag))
 }
 
 #[cfg(test)]
@@ -47,6 +53,13 @@ mod tests {
             cdiv(b"a", b"m", &iv, b"c", &tag),
             cdiv(b"a", b"m", &iv, b"c", &bad)
         );
+    }
+
+    #[test]
+    fn digest_is_the_decoded_cdiv() {
+        let d = digest(b"a", b"m", b"iv", b"c", b"t");
+        assert_eq!(STANDARD.encode(d), cdiv(b"a", b"m", b"iv", b"c", b"t"));
+        assert_eq!(d, <[u8; 32]>::from(Sha256::digest(b"amivct")));
     }
 
     #[test]

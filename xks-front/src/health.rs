@@ -157,6 +157,7 @@ async fn crypto_round_trip<C: NodeClient>(client: &C, key_id: &str, timeout: Dur
         plaintext: HEALTH_PLAINTEXT.to_vec(),
         aad: HEALTH_AAD.to_vec(),
         request_id: "xks-front-health".to_string(),
+        integrity_check: false,
     };
     let Ok(out) = client.encrypt(enc, timeout).await else {
         return false;
@@ -299,6 +300,7 @@ mod tests {
                     iv: vec![0; 12],
                     tag: vec![0; 16],
                     metadata: vec![1, 0, 0, 0, 1],
+                    integrity_value: Vec::new(),
                 })
             })
         }

@@ -45,6 +45,9 @@ pub struct EncryptOutput {
     pub tag: Vec<u8>,
     /// Our key-version blob (≤ 20 bytes), bound into the GCM AAD by vhsm.
     pub metadata: Vec<u8>,
+    /// The CDIV digest vhsm computed at the source (32 bytes) when the integrity check was
+    /// asked for, else empty.
+    pub integrity_value: Vec<u8>,
 }
 
 /// Inputs of a Decrypt.
@@ -91,12 +94,15 @@ pub struct KeyMetadata {
 /// The key manager as the router sees it: an HA group of vhsm nodes, or a fake in tests.
 /// Every call must finish by `deadline`, else `VhsmError::Timeout`.
 pub trait KeyManager: Send + Sync + 'static {
-    /// AES-256-GCM encrypt under the key's current version.
+    /// AES-256-GCM encrypt under the key's current version. With `integrity_check`, vhsm
+    /// also returns the CDIV digest (computed right after encrypting) in `integrity_value`,
+    /// after decrypting its own output as a self-check, all in one call.
     fn encrypt<'a>(
         &'a self,
         key_id: &'a str,
         plaintext: &'a [u8],
         aad: &'a [u8],
+        integrity_check: bool,
         request_id: &'a str,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<Served<EncryptOutput>, VhsmError>>;

@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::{self, ApiPath, Operation, RequestMetadata};
-use crate::cdiv::cdiv;
+use crate::cdiv;
 use crate::errors::{ErrorName, XksError};
 use crate::health::{health_response, HealthCache};
 use crate::key_manager::{DecryptInput, KeyManager, KeyState, VhsmError};
@@ -433,7 +433,8 @@ async fn encrypt(
     let rid = r.meta.kms_request_id.as_deref().unwrap_or("");
     let served = within(
         deadline,
-        st.km.encrypt(key_id, &r.plaintext, &r.aad, rid, deadline),
+        st.km
+            .encrypt(key_id, &r.plaintext, &r.aad, r.want_cdiv, rid, deadline),
     )
     .await?;
     ctx.node = Some(served.node);
@@ -446,34 +447,17 @@ async fn encrypt(
         return Err(BAD_OUTPUT);
     }
     let integrity = if r.want_cdiv {
-        // CDIV first, over exactly what we return; then prove it decrypts back.
-        let value = cdiv(&r.aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag);
-        let input = DecryptInput {
-            ciphertext: &out.ciphertext,
-            iv: &out.iv,
-            tag: &out.tag,
-            aad: &r.aad,
-            metadata: &out.metadata,
-        };
-        let back = within(deadline, st.km.decrypt(key_id, input, rid, deadline))
-            .await
-            .map_err(|e| match e.name {
-                // A ciphertext we just produced that does not decrypt is our fault, not KMS's.
-                // Other failures keep their meaning: e.g. an encrypt-only key answers
-                // InvalidKeyUsageException, as the AWS test client expects.
-                ErrorName::InvalidCiphertext | ErrorName::Validation => {
-                    XksError::new(ErrorName::Internal, "encrypt self-check failed")
-                }
-                _ => e,
-            })?;
-        if !ct_eq_bytes(&back.value, &r.plaintext) {
-            tracing::error!(key_id, "encrypt self-check returned different plaintext");
+        // vhsm computed the CDIV right after encrypting and self-checked the result; recompute
+        // it over exactly what we return, so any change on the way here is caught too.
+        let value = cdiv::digest(&r.aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag);
+        if !ct_eq_bytes(&value, &out.integrity_value) {
+            tracing::error!(key_id = %log_safe(key_id), "integrity value mismatch");
             return Err(XksError::new(
                 ErrorName::Internal,
-                "encrypt self-check failed",
+                "integrity value mismatch",
             ));
         }
-        Some(value)
+        Some(api::encode(&value))
     } else {
         None
     };

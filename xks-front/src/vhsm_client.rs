@@ -380,6 +380,7 @@ impl<C: NodeClient> KeyManager for HaGroup<C> {
         key_id: &'a str,
         plaintext: &'a [u8],
         aad: &'a [u8],
+        integrity_check: bool,
         request_id: &'a str,
         deadline: Instant,
     ) -> BoxFuture<'a, Result<Served<EncryptOutput>, VhsmError>> {
@@ -392,6 +393,7 @@ impl<C: NodeClient> KeyManager for HaGroup<C> {
                             plaintext: plaintext.to_vec(),
                             aad: aad.to_vec(),
                             request_id: request_id.to_string(),
+                            integrity_check,
                         },
                         t,
                     )
@@ -404,6 +406,7 @@ impl<C: NodeClient> KeyManager for HaGroup<C> {
                     iv: r.iv,
                     tag: r.tag,
                     metadata: r.metadata,
+                    integrity_value: r.integrity_value,
                 },
                 node: served.node,
             })
@@ -514,6 +517,11 @@ mod tests {
                         iv: vec![1; 12],
                         tag: vec![2; 16],
                         metadata: vec![1, 0, 0, 0, 1],
+                        integrity_value: if req.integrity_check {
+                            vec![3; 32]
+                        } else {
+                            Vec::new()
+                        },
                     }),
                 }
             })
@@ -580,7 +588,10 @@ mod tests {
         ]);
         // Several requests: whichever node round-robin starts at, all are served by vhsm-2.
         for _ in 0..4 {
-            let out = g.encrypt("k", b"pt", b"", "r", soon()).await.unwrap();
+            let out = g
+                .encrypt("k", b"pt", b"", false, "r", soon())
+                .await
+                .unwrap();
             assert_eq!(&*out.node, "vhsm-2");
             assert_eq!(out.value.ciphertext, b"pt");
         }
@@ -589,12 +600,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn integrity_check_is_forwarded_and_its_value_returned() {
+        let g = group(vec![fake(None)]);
+        let out = g.encrypt("k", b"pt", b"", true, "r", soon()).await.unwrap();
+        assert_eq!(out.value.integrity_value, vec![3; 32]);
+        let out = g
+            .encrypt("k", b"pt", b"", false, "r", soon())
+            .await
+            .unwrap();
+        assert!(out.value.integrity_value.is_empty());
+    }
+
+    #[tokio::test]
     async fn sealed_node_fails_over_and_all_sealed_reports_sealed() {
         let sealed = || status_with_reason(tonic::Code::Unavailable, "sealed", Reason::Sealed, 0);
         let g = group(vec![fake(Some(sealed())), fake(None)]);
-        assert!(g.encrypt("k", b"pt", b"", "r", soon()).await.is_ok());
+        assert!(g.encrypt("k", b"pt", b"", false, "r", soon()).await.is_ok());
         let g = group(vec![fake(Some(sealed())), fake(Some(sealed()))]);
-        let e = g.encrypt("k", b"pt", b"", "r", soon()).await.unwrap_err();
+        let e = g
+            .encrypt("k", b"pt", b"", false, "r", soon())
+            .await
+            .unwrap_err();
         assert_eq!(e, VhsmError::Rejected(Reason::Sealed));
     }
 
@@ -607,7 +633,10 @@ mod tests {
             0,
         );
         let g = group(vec![fake(Some(disabled.clone())), fake(Some(disabled))]);
-        let e = g.encrypt("k", b"pt", b"", "r", soon()).await.unwrap_err();
+        let e = g
+            .encrypt("k", b"pt", b"", false, "r", soon())
+            .await
+            .unwrap_err();
         assert_eq!(e, VhsmError::Rejected(Reason::KeyDisabled));
         let total: u32 = g
             .nodes
@@ -645,12 +674,16 @@ mod tests {
         let g = group(vec![slow]);
         let deadline = Instant::now() + Duration::from_millis(30);
         assert_eq!(
-            g.encrypt("k", b"p", b"", "r", deadline).await.unwrap_err(),
+            g.encrypt("k", b"p", b"", false, "r", deadline)
+                .await
+                .unwrap_err(),
             VhsmError::Timeout
         );
         let g = group(vec![fake(Some(tonic::Status::deadline_exceeded("x")))]);
         assert_eq!(
-            g.encrypt("k", b"p", b"", "r", soon()).await.unwrap_err(),
+            g.encrypt("k", b"p", b"", false, "r", soon())
+                .await
+                .unwrap_err(),
             VhsmError::Timeout
         );
     }
@@ -661,7 +694,10 @@ mod tests {
         hung.sleep = Duration::from_secs(5);
         let g = group(vec![hung, fake(None)]);
         let start = Instant::now();
-        let out = g.encrypt("k", b"pt", b"", "r", soon()).await.unwrap();
+        let out = g
+            .encrypt("k", b"pt", b"", false, "r", soon())
+            .await
+            .unwrap();
         assert_eq!(&*out.node, "vhsm-2");
         assert!(start.elapsed() < Duration::from_millis(150));
     }

@@ -60,6 +60,11 @@ impl Crypto for FakeVhsmd {
             iv: vec![1; 12],
             tag: vec![2; 16],
             metadata: vec![1, 0, 0, 0, 1],
+            integrity_value: if r.integrity_check {
+                vec![0x42; 32]
+            } else {
+                Vec::new()
+            },
         }))
     }
     async fn decrypt(
@@ -224,15 +229,22 @@ async fn mtls_channel_failover_reasons_and_deep_health() {
     // Whatever node round-robin starts at, only "good" can serve.
     for _ in 0..4 {
         let out = group
-            .encrypt("demo-key", b"hello", b"aad", "r-1", deadline())
+            .encrypt("demo-key", b"hello", b"aad", false, "r-1", deadline())
             .await
             .unwrap();
         assert_eq!(&*out.node, "good");
         assert_eq!(out.value.ciphertext, xor(b"hello"));
+        assert!(out.value.integrity_value.is_empty());
     }
+    // The integrity-check flag and its answer cross the wire.
+    let out = group
+        .encrypt("demo-key", b"hello", b"aad", true, "r-1", deadline())
+        .await
+        .unwrap();
+    assert_eq!(out.value.integrity_value, vec![0x42; 32]);
     // A key error crosses the wire with its reason and is final.
     let e = group
-        .encrypt("disabled-key", b"x", b"", "r-2", deadline())
+        .encrypt("disabled-key", b"x", b"", true, "r-2", deadline())
         .await
         .unwrap_err();
     assert_eq!(e, VhsmError::Rejected(Reason::KeyDisabled));

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,8 +37,18 @@ const DENIED_ARN: &str = "arn:aws:iam::999999999999:user/Mallory";
 
 // ---------- the fake key manager ----------
 
-/// Keys by id: "demo-key" works; the others fail in one specific way each.
-struct FakeKm;
+/// Keys by id: "demo-key" works; the others fail in one specific way each. Counts its calls,
+/// so tests can check how many key-manager round trips a request costs.
+#[derive(Default)]
+struct FakeKm {
+    encrypts: AtomicUsize,
+    decrypts: AtomicUsize,
+}
+
+/// The CDIV digest over the plain concatenation, as vhsm computes it at the source.
+fn cdiv_of(aad: &[u8], md: &[u8], iv: &[u8], ct: &[u8], tag: &[u8]) -> Vec<u8> {
+    Sha256::digest([aad, md, iv, ct, tag].concat()).to_vec()
+}
 
 fn tag_of(pt: &[u8], aad: &[u8], md: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
@@ -69,6 +80,7 @@ fn failure(key_id: &str) -> Option<VhsmError> {
         "gone-key" => Some(VhsmError::Rejected(Reason::KeyNotFound)),
         "sealed-key" => Some(VhsmError::Rejected(Reason::Sealed)),
         "down-key" => Some(VhsmError::Unavailable),
+        "decrypt-only" => Some(VhsmError::Rejected(Reason::UsageNotAllowed)),
         _ => None,
     }
 }
@@ -79,31 +91,48 @@ impl KeyManager for FakeKm {
         key_id: &'a str,
         plaintext: &'a [u8],
         aad: &'a [u8],
+        integrity_check: bool,
         _rid: &'a str,
         _deadline: Instant,
     ) -> BoxFuture<'a, Result<Served<EncryptOutput>, VhsmError>> {
         Box::pin(async move {
+            self.encrypts.fetch_add(1, Ordering::SeqCst);
             if key_id == "slow-key" {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             if let Some(e) = failure(key_id) {
                 return Err(e);
             }
-            if key_id == "spec-vector" {
-                return Ok(served(EncryptOutput {
+            let mut out = if key_id == "spec-vector" {
+                EncryptOutput {
                     ciphertext: unhex("821c642b5b71783367deaf18"),
                     iv: unhex("1ccae5470f39700254779031"),
                     tag: unhex("bc1c4dda7707d6812447c5955e99b261"),
                     metadata: b"key_version=1".to_vec(),
-                }));
+                    integrity_value: Vec::new(),
+                }
+            } else {
+                let md = vec![1, 0, 0, 0, 1];
+                EncryptOutput {
+                    ciphertext: xor(plaintext),
+                    iv: vec![7; 12],
+                    tag: tag_of(plaintext, aad, &md),
+                    metadata: md,
+                    integrity_value: Vec::new(),
+                }
+            };
+            if integrity_check {
+                let o = &out;
+                out.integrity_value = cdiv_of(aad, &o.metadata, &o.iv, &o.ciphertext, &o.tag);
+                match key_id {
+                    // A bit flipped between vhsm's CDIV and the router (or by vhsm itself).
+                    "liar-key" => out.integrity_value[31] ^= 1,
+                    "short-cdiv-key" => out.integrity_value.truncate(16),
+                    "no-cdiv-key" => out.integrity_value.clear(),
+                    _ => {}
+                }
             }
-            let md = vec![1, 0, 0, 0, 1];
-            Ok(served(EncryptOutput {
-                ciphertext: xor(plaintext),
-                iv: vec![7; 12],
-                tag: tag_of(plaintext, aad, &md),
-                metadata: md,
-            }))
+            Ok(served(out))
         })
     }
 
@@ -115,13 +144,15 @@ impl KeyManager for FakeKm {
         _deadline: Instant,
     ) -> BoxFuture<'a, Result<Served<Zeroizing<Vec<u8>>>, VhsmError>> {
         Box::pin(async move {
-            if let Some(e) = failure(key_id) {
+            self.decrypts.fetch_add(1, Ordering::SeqCst);
+            if key_id == "decrypt-only" {
+                // Decrypting is what this key is for.
+            } else if let Some(e) = failure(key_id) {
                 return Err(e);
             }
             match key_id {
                 "encrypt-only" => return Err(VhsmError::Rejected(Reason::UsageNotAllowed)),
                 "spec-vector" => return Ok(served(Zeroizing::new(b"Hello World!".to_vec()))),
-                "liar-key" => return Ok(served(Zeroizing::new(b"something else".to_vec()))),
                 _ => {}
             }
             let pt = xor(input.ciphertext);
@@ -144,7 +175,7 @@ impl KeyManager for FakeKm {
             }
             Ok(served(KeyMetadata {
                 key_spec: "AES_256".into(),
-                encrypt: true,
+                encrypt: key_id != "decrypt-only",
                 decrypt: key_id != "encrypt-only",
                 state: if key_id == "disabled-key" {
                     KeyState::Disabled
@@ -170,7 +201,8 @@ fn keystores_toml() -> String {
 name = "default"
 path_prefix = "/example"
 keys = ["demo-key", "disabled-key", "gone-key", "sealed-key", "down-key", "slow-key",
-        "encrypt-only", "spec-vector", "liar-key"]
+        "encrypt-only", "decrypt-only", "spec-vector", "liar-key", "short-cdiv-key",
+        "no-cdiv-key"]
 rate_limit_per_sec = 10000
 burst = 10000
 
@@ -242,7 +274,13 @@ fn env_with(km: Arc<dyn KeyManager>, max_concurrency: usize) -> Env {
 }
 
 fn env() -> Env {
-    env_with(Arc::new(FakeKm), 64)
+    env_counting().0
+}
+
+/// `env()` plus a handle on the fake to read its call counters.
+fn env_counting() -> (Env, Arc<FakeKm>) {
+    let km = Arc::new(FakeKm::default());
+    (env_with(km.clone(), 64), km)
 }
 
 /// A request signed by the independent aws-sigv4 crate.
@@ -372,10 +410,18 @@ async fn ping_is_unauthenticated() {
 
 #[tokio::test]
 async fn encrypt_then_decrypt_round_trips_with_cdiv() {
-    let env = env();
+    let (env, km) = env_counting();
     let pt = vec![0xA5u8; 4300];
     let aad = vec![0x11u8; 8192];
     let enc = encrypt_ok(&env, "demo-key", &pt, &aad).await;
+    // One key-manager call per Encrypt: the CDIV and the self-check are vhsm's.
+    let calls = |km: &FakeKm| {
+        (
+            km.encrypts.load(Ordering::SeqCst),
+            km.decrypts.load(Ordering::SeqCst),
+        )
+    };
+    assert_eq!(calls(&km), (1, 0));
     let dec = |k: &str| STANDARD.decode(enc[k].as_str().unwrap()).unwrap();
     // The CDIV covers exactly what we returned, recomputed independently here.
     let mut h = Sha256::new();
@@ -402,6 +448,7 @@ async fn encrypt_then_decrypt_round_trips_with_cdiv() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
+    assert_eq!(calls(&km), (1, 1));
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert_eq!(
         STANDARD.decode(v["plaintext"].as_str().unwrap()).unwrap(),
@@ -578,13 +625,21 @@ async fn invalid_ciphertext_for_wrong_aad_tag_or_16_byte_iv() {
 #[tokio::test]
 async fn invalid_key_usage() {
     let env = env();
-    // Encrypt with CDIV on an encrypt-only key: the self-check decrypt is refused (test client case).
-    let req = signed(
-        &key_path("encrypt-only", "encrypt"),
-        &encrypt_body(b"x", None),
-    );
-    expect_error(&env, req, 400, "InvalidKeyUsageException").await;
-    let enc = encrypt_ok(&env, "demo-key", b"x", b"").await;
+    // A key without ENCRYPT refuses Encrypt, with or without CDIV.
+    for body in [encrypt_body(b"x", None), {
+        let mut b = encrypt_body(b"x", None);
+        b.as_object_mut()
+            .unwrap()
+            .remove("ciphertextDataIntegrityValueAlgorithm");
+        b
+    }] {
+        let req = signed(&key_path("decrypt-only", "encrypt"), &body);
+        expect_error(&env, req, 400, "InvalidKeyUsageException").await;
+    }
+    // An encrypt-only key encrypts, CDIV included (vhsm's self-check of its own output needs
+    // no DECRYPT usage), but does not decrypt.
+    let enc = encrypt_ok(&env, "encrypt-only", b"x", b"").await;
+    assert!(enc["ciphertextDataIntegrityValue"].is_string());
     let req = signed(
         &key_path("encrypt-only", "decrypt"),
         &decrypt_body_from(&enc, b""),
@@ -708,7 +763,7 @@ async fn throttled_by_key_store_rate() {
 
 #[tokio::test]
 async fn throttled_by_concurrency_without_queueing() {
-    let env = env_with(Arc::new(FakeKm), 1);
+    let env = env_with(Arc::new(FakeKm::default()), 1);
     let app = router(env.state.clone());
     let slow = signed(&key_path("slow-key", "encrypt"), &encrypt_body(b"x", None));
     let first = tokio::spawn(app.oneshot(slow));
@@ -749,6 +804,28 @@ async fn internal_when_sealed_unreachable_or_self_check_fails() {
     }
 }
 
+#[tokio::test]
+async fn wrong_short_or_missing_integrity_value_is_internal() {
+    let env = env();
+    for key in ["liar-key", "short-cdiv-key", "no-cdiv-key"] {
+        let req = signed(
+            &key_path(key, "encrypt"),
+            &encrypt_body(b"secret plaintext", Some(b"ctx")),
+        );
+        let v = expect_error(&env, req, 500, "InternalException").await;
+        // Nothing of the encrypt output leaks into the error.
+        assert_eq!(v["errorMessage"], "integrity value mismatch", "{key}");
+        assert!(v.get("ciphertext").is_none() && v.get("ciphertextDataIntegrityValue").is_none());
+    }
+    // Without a CDIV request the value is neither asked for nor consulted.
+    let mut body = encrypt_body(b"x", None);
+    body.as_object_mut()
+        .unwrap()
+        .remove("ciphertextDataIntegrityValueAlgorithm");
+    let (s, v, _) = call(&env, signed(&key_path("liar-key", "encrypt"), &body)).await;
+    assert_eq!(s, 200, "{v}");
+}
+
 // ---------- failover through the real HA group ----------
 
 struct Node {
@@ -767,11 +844,19 @@ impl NodeClient for Node {
                 return Err(tonic::Status::unavailable("connection refused"));
             }
             let md = vec![1, 0, 0, 0, 1];
+            let (ct, iv) = (xor(&req.plaintext), vec![7; 12]);
+            let tag = tag_of(&req.plaintext, &req.aad, &md);
+            let integrity_value = if req.integrity_check {
+                cdiv_of(&req.aad, &md, &iv, &ct, &tag)
+            } else {
+                Vec::new()
+            };
             Ok(vhsm_proto::v1::EncryptResponse {
-                ciphertext: xor(&req.plaintext),
-                iv: vec![7; 12],
-                tag: tag_of(&req.plaintext, &req.aad, &md),
+                ciphertext: ct,
+                iv,
+                tag,
                 metadata: md,
+                integrity_value,
             })
         })
     }
