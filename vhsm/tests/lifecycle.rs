@@ -211,14 +211,30 @@ async fn ceremony_key_use_and_error_mapping() {
         .unwrap()
         .into_inner();
     assert_eq!(pt.plaintext, b"hello hsm");
-    // An encrypt-only key passes its own self-check; decrypting stays refused.
+    // An encrypt-only key: a checked encrypt (which promises a later decrypt) is refused,
+    // a plain encrypt works, decrypting stays refused.
     create(&mut admin, "enc-only", &[KeyUsage::Encrypt])
         .await
         .unwrap();
-    let e = encrypt_checked(&mut crypto, "enc-only", b"x")
+    expect(
+        encrypt_checked(&mut crypto, "enc-only", b"x")
+            .await
+            .unwrap_err(),
+        Code::PermissionDenied,
+        Reason::UsageNotAllowed,
+    );
+    let e = crypto
+        .encrypt(EncryptRequest {
+            key_id: "enc-only".into(),
+            plaintext: b"x".to_vec(),
+            aad: Vec::new(),
+            request_id: "plain".into(),
+            integrity_check: false,
+        })
         .await
-        .unwrap();
-    assert_eq!(e.integrity_value, cdiv_of(&e));
+        .unwrap()
+        .into_inner();
+    assert!(e.integrity_value.is_empty());
     expect(
         crypto
             .decrypt(decrypt_req("enc-only", &e))

@@ -103,6 +103,10 @@ impl KeyManager for FakeKm {
             if let Some(e) = failure(key_id) {
                 return Err(e);
             }
+            // As vhsmd: the integrity value promises a later decrypt, so it needs DECRYPT too.
+            if integrity_check && key_id == "encrypt-only" {
+                return Err(VhsmError::Rejected(Reason::UsageNotAllowed));
+            }
             let mut out = if key_id == "spec-vector" {
                 EncryptOutput {
                     ciphertext: unhex("821c642b5b71783367deaf18"),
@@ -636,10 +640,21 @@ async fn invalid_key_usage() {
         let req = signed(&key_path("decrypt-only", "encrypt"), &body);
         expect_error(&env, req, 400, "InvalidKeyUsageException").await;
     }
-    // An encrypt-only key encrypts, CDIV included (vhsm's self-check of its own output needs
-    // no DECRYPT usage), but does not decrypt.
-    let enc = encrypt_ok(&env, "encrypt-only", b"x", b"").await;
-    assert!(enc["ciphertextDataIntegrityValue"].is_string());
+    // An encrypt-only key refuses Encrypt with CDIV (the integrity value promises a decrypt
+    // that this key can never do; the AWS conformance client expects InvalidKeyUsageException),
+    // encrypts without CDIV, and does not decrypt.
+    let req = signed(
+        &key_path("encrypt-only", "encrypt"),
+        &encrypt_body(b"x", None),
+    );
+    expect_error(&env, req, 400, "InvalidKeyUsageException").await;
+    let mut body = encrypt_body(b"x", None);
+    body.as_object_mut()
+        .unwrap()
+        .remove("ciphertextDataIntegrityValueAlgorithm");
+    let (status, enc, _) = call(&env, signed(&key_path("encrypt-only", "encrypt"), &body)).await;
+    assert_eq!(status, 200, "{enc}");
+    assert!(enc.get("ciphertextDataIntegrityValue").is_none());
     let req = signed(
         &key_path("encrypt-only", "decrypt"),
         &decrypt_body_from(&enc, b""),

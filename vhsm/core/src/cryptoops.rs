@@ -98,36 +98,40 @@ impl Vhsm {
     /// AES-256-GCM encrypt under the key's current version with a random 96-bit IV. The GCM
     /// AAD is `u16be(len aad) || aad || u8(len md) || md` with `md = [0x01][u32be version]`.
     pub fn encrypt(&self, id: &str, plaintext: &[u8], aad: &[u8]) -> Result<EncryptOutput, Error> {
-        self.seal_then(id, plaintext, aad, |_, _| Ok(()))
+        self.seal_then(id, plaintext, aad, &[Usage::Encrypt], |_, _| Ok(()))
             .map(|(out, ())| out)
     }
 
     /// `encrypt`, then the XKS ciphertext data integrity value computed at the source and a
     /// self-check: returns the output and `SHA-256(aad || metadata || iv || ciphertext || tag)`
     /// (plain concatenation), computed immediately after sealing; then the output is opened
-    /// with the same prepared key version and compared with `plaintext` in constant time. The
-    /// self-check is of our own output, so only ENCRYPT usage is required. Any self-check
-    /// failure is `Internal("encrypt self-check failed")` and nothing is returned.
+    /// with the same prepared key version and compared with `plaintext` in constant time.
+    ///
+    /// The integrity value promises KMS that a later Decrypt of this output succeeds, so the key
+    /// must allow DECRYPT as well as ENCRYPT (an encrypt-only key is `UsageNotAllowed`, as the
+    /// AWS conformance client expects); both are checked before anything is encrypted. Any
+    /// self-check failure is `Internal("encrypt self-check failed")` and nothing is returned.
     pub fn encrypt_verified(
         &self,
         id: &str,
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<(EncryptOutput, [u8; 32]), Error> {
-        self.seal_then(id, plaintext, aad, |material, out| {
+        self.seal_then(id, plaintext, aad, &[Usage::Encrypt, Usage::Decrypt], |material, out| {
             let cdiv = sha256_parts(&[aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag]);
             self_check(material, aad, out, plaintext)?;
             Ok(cdiv)
         })
     }
 
-    /// The encrypt checks (sizes, state, ENCRYPT usage) and the sealing, then `after` with the
-    /// version key that sealed and the output, while the key is still held.
+    /// The encrypt checks (sizes, state, each of `usages`) and the sealing, then `after` with
+    /// the version key that sealed and the output, while the key is still held.
     fn seal_then<T>(
         &self,
         id: &str,
         plaintext: &[u8],
         aad: &[u8],
+        usages: &[Usage],
         after: impl FnOnce(&VersionKey, &EncryptOutput) -> Result<T, Error>,
     ) -> Result<(EncryptOutput, T), Error> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
@@ -137,7 +141,9 @@ impl Vhsm {
             return Err(Error::TooLarge("aad"));
         }
         let key = self.cached(id)?;
-        usable(&key, Usage::Encrypt)?;
+        for usage in usages {
+            usable(&key, *usage)?;
+        }
         let version = key.info.current_version;
         let material = current(&key)?;
         let mut metadata = Vec::with_capacity(METADATA_LEN);
@@ -308,10 +314,17 @@ mod tests {
     }
 
     #[test]
-    fn encrypt_verified_needs_encrypt_usage_only() {
+    fn encrypt_verified_needs_encrypt_and_decrypt_usage() {
         let v = store();
-        let (out, _) = v.encrypt_verified("enc-only", b"x", b"").unwrap();
-        assert_eq!(out.ciphertext.len(), 1);
+        // Plain encrypt works with an encrypt-only key; the verified one promises a decrypt.
+        assert_eq!(v.encrypt("enc-only", b"x", b"").unwrap().ciphertext.len(), 1);
+        assert_eq!(
+            v.encrypt_verified("enc-only", b"x", b""),
+            Err(Error::UsageNotAllowed {
+                key: "enc-only".into(),
+                usage: "DECRYPT"
+            })
+        );
         assert_eq!(
             v.encrypt_verified("wrap-only", b"x", b""),
             Err(Error::UsageNotAllowed {
