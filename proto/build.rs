@@ -1,8 +1,27 @@
 //! Generates the vhsm.v1 gRPC code with the protoc shipped in `protoc-bin-vendored` (no network).
 
+/// Messages whose fields include passphrases, shares, plaintext or key material.
+const SECRET_MESSAGES: &[&str] = &[
+    "PassphraseMode",
+    "SharesMode",
+    "UnsealRequest",
+    "RekeyRequest",
+    "ShareSubmission",
+    "EncryptedShare",
+    "NewImportKeyResponse",
+    "ImportKeyRequest",
+    "EncryptRequest",
+    "DecryptResponse",
+    "WrapKeyRequest",
+    "UnwrapKeyResponse",
+    "GenerateRandomResponse",
+    "CreateBackupResponse",
+    "RestoreBackupRequest",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
-    // SAFETY-free: build scripts are single-threaded; PROTOC tells prost-build which protoc to run.
+    // Build scripts are single-threaded; PROTOC tells prost-build which protoc to run.
     std::env::set_var("PROTOC", protoc);
     let files = [
         "vhsm/v1/common.proto",
@@ -13,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={f}");
     }
     tonic_prost_build::configure()
+        // Messages that carry secrets get a hand-written, redacting `Debug` (src/redact.rs).
+        .skip_debug(SECRET_MESSAGES.iter().map(|m| format!(".vhsm.v1.{m}")))
         .build_server(true)
         .build_client(true)
         .compile_protos(&files, &["."])?;

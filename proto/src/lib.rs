@@ -13,5 +13,6 @@ pub mod v1 {
 }
 
 mod detail;
+mod redact;
 
 pub use detail::{reason_of, retry_after_ms_of, status_with_reason};
