@@ -117,11 +117,17 @@ impl Vhsm {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<(EncryptOutput, [u8; 32]), Error> {
-        self.seal_then(id, plaintext, aad, &[Usage::Encrypt, Usage::Decrypt], |material, out| {
-            let cdiv = sha256_parts(&[aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag]);
-            self_check(material, aad, out, plaintext)?;
-            Ok(cdiv)
-        })
+        self.seal_then(
+            id,
+            plaintext,
+            aad,
+            &[Usage::Encrypt, Usage::Decrypt],
+            |material, out| {
+                let cdiv = sha256_parts(&[aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag]);
+                self_check(material, aad, out, plaintext)?;
+                Ok(cdiv)
+            },
+        )
     }
 
     /// The encrypt checks (sizes, state, each of `usages`) and the sealing, then `after` with
@@ -317,7 +323,10 @@ mod tests {
     fn encrypt_verified_needs_encrypt_and_decrypt_usage() {
         let v = store();
         // Plain encrypt works with an encrypt-only key; the verified one promises a decrypt.
-        assert_eq!(v.encrypt("enc-only", b"x", b"").unwrap().ciphertext.len(), 1);
+        assert_eq!(
+            v.encrypt("enc-only", b"x", b"").unwrap().ciphertext.len(),
+            1
+        );
         assert_eq!(
             v.encrypt_verified("enc-only", b"x", b""),
             Err(Error::UsageNotAllowed {
