@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cdiv;
 pub mod config;
+pub mod drain;
 pub mod errors;
 pub mod health;
 pub mod key_manager;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,10 +15,11 @@ use tokio::sync::Semaphore;
 
 use crate::api::{self, ApiPath, Operation, RequestMetadata};
 use crate::cdiv;
+use crate::drain;
 use crate::errors::{ErrorName, XksError};
 use crate::health::{health_response, HealthCache};
 use crate::key_manager::{DecryptInput, KeyManager, KeyState, VhsmError};
-use crate::keystores::{KeyStore, Registry};
+use crate::keystores::{KeyStore, KeyStores, Registry};
 use crate::metrics::Metrics;
 use crate::policy::{AuthzRequest, Decision};
 use crate::ratelimit::RateLimiter;
@@ -182,38 +184,59 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-const TOO_BIG: XksError = XksError::new(ErrorName::UnsupportedOperation, "request body too large");
+/// An error answered before the body is read: the body is drained first (bounded) so the
+/// answer ends an HTTP/2 stream cleanly instead of with a reset (see `drain`).
+async fn early(body: axum::body::Body, e: XksError) -> XksError {
+    drain::drain(body, api::MAX_BODY, BODY_TIMEOUT).await;
+    e
+}
 
-async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, XksError> {
-    // 1. Global concurrency gate: fail fast, never queue.
-    let _permit = st
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| XksError::new(ErrorName::Throttling, "too many requests in flight"))?;
-
-    // 2. Route by key-store prefix, then the XKS path.
-    let (parts, body) = req.into_parts();
+/// Step 2 of the pipeline: URI length, key-store prefix, XKS path, method.
+fn route<'a>(
+    parts: &'a Parts,
+    stores: &'a KeyStores,
+    ctx: &mut Ctx,
+) -> Result<(&'a KeyStore, ApiPath<'a>), XksError> {
     let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > api::MAX_URI {
         return Err(XksError::new(ErrorName::InvalidUriPath, "URI too long"));
     }
-    let stores = st.keystores.current();
-    let path = parts.uri.path();
     let (store, rest) = stores
-        .route(path)
+        .route(parts.uri.path())
         .ok_or(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))?;
     ctx.store = Some(store.name.clone());
     let api_path = api::parse_path(rest)
         .ok_or(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))?;
-    let op = api_path.operation();
-    ctx.op = Some(op);
+    ctx.op = Some(api_path.operation());
     if let ApiPath::Key { key_id, .. } = &api_path {
         ctx.key_id = Some((*key_id).to_string());
     }
     if parts.method != Method::POST {
         return Err(XksError::new(ErrorName::MethodNotAllowed, "use POST"));
     }
+    Ok((store, api_path))
+}
+
+const TOO_BIG: XksError = XksError::new(ErrorName::UnsupportedOperation, "request body too large");
+
+async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, XksError> {
+    let (parts, body) = req.into_parts();
+
+    // 1. Global concurrency gate: fail fast, never queue.
+    let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
+        return Err(early(
+            body,
+            XksError::new(ErrorName::Throttling, "too many requests in flight"),
+        )
+        .await);
+    };
+
+    // 2. Route by key-store prefix, then the XKS path.
+    let stores = st.keystores.current();
+    let (store, api_path) = match route(&parts, &stores, ctx) {
+        Ok(routed) => routed,
+        Err(e) => return Err(early(body, e).await),
+    };
 
     // 3. Bounded body.
     let declared = parts

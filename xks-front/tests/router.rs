@@ -788,6 +788,129 @@ async fn throttled_by_concurrency_without_queueing() {
     assert_eq!(first.await.unwrap().unwrap().status(), 503);
 }
 
+/// A request body of `chunks` 1 KiB chunks (`None`: endless) that records how far it was read.
+struct ProbeBody {
+    chunks: Option<usize>,
+    polled: Arc<AtomicUsize>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl axum::body::HttpBody for ProbeBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.chunks {
+            Some(0) => {
+                self.ended.store(true, Ordering::SeqCst);
+                return std::task::Poll::Ready(None);
+            }
+            Some(n) => self.chunks = Some(n - 1),
+            None => {}
+        }
+        self.polled.fetch_add(1, Ordering::SeqCst);
+        let chunk = axum::body::Bytes::from_static(&[b' '; 1024]);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+}
+
+/// A POST (or `method`) to `path` whose body is a `ProbeBody`; returns the request, the
+/// number of chunks read and whether the body was read to its end.
+fn probe_request(
+    method: &str,
+    path: &str,
+    chunks: Option<usize>,
+) -> (
+    Request<Body>,
+    Arc<AtomicUsize>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let polled = Arc::new(AtomicUsize::new(0));
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = Body::new(ProbeBody {
+        chunks,
+        polled: polled.clone(),
+        ended: ended.clone(),
+    });
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", HOST)
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    (req, polled, ended)
+}
+
+/// Regression (AWS conformance client, "GetHealthStatus with an invalid URI prefix"): an error
+/// answered before the body is needed must still read the body to its end, or hyper resets the
+/// HTTP/2 stream after the answer and curl 7.88 drops the answer ("Stream error in the HTTP/2
+/// framing layer") instead of showing InvalidUriPathException.
+#[tokio::test]
+async fn early_errors_read_the_request_body_to_its_end() {
+    let env = env();
+    let long = format!("/example/kms/xks/v1/keys/{}/encrypt", "k".repeat(240));
+    let bad_uri = "InvalidUriPathException";
+    let cases = [
+        ("POST", "/example/invalid/kms/xks/v1/health", 404, bad_uri),
+        (
+            "POST",
+            "/nope/kms/xks/v1/keys/demo-key/metadata",
+            404,
+            bad_uri,
+        ),
+        (
+            "POST",
+            "/example/kms/xks/v1/keys/demo-key/sign",
+            404,
+            bad_uri,
+        ),
+        ("POST", long.as_str(), 404, bad_uri),
+        (
+            "PUT",
+            "/example/kms/xks/v1/health",
+            405,
+            "MethodNotAllowedException",
+        ),
+    ];
+    for (method, path, status, name) in cases {
+        let (req, polled, ended) = probe_request(method, path, Some(3));
+        expect_error(&env, req, status, name).await;
+        assert_eq!(polled.load(Ordering::SeqCst), 3, "{method} {path}");
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "{method} {path}: body not read to its end"
+        );
+    }
+}
+
+#[tokio::test]
+async fn early_error_drain_is_bounded_by_the_body_limit() {
+    let env = env();
+    let (req, polled, ended) = probe_request("POST", "/nope/kms/xks/v1/health", None);
+    expect_error(&env, req, 404, "InvalidUriPathException").await;
+    // 64 KiB limit: 64 chunks fit, the 65th crosses it and the rest is never read.
+    assert_eq!(polled.load(Ordering::SeqCst), 65);
+    assert!(!ended.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn throttled_by_concurrency_still_reads_the_body() {
+    let env = env_with(Arc::new(FakeKm::default()), 1);
+    let app = router(env.state.clone());
+    let slow = signed(&key_path("slow-key", "encrypt"), &encrypt_body(b"x", None));
+    let first = tokio::spawn(app.oneshot(slow));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let (req, polled, ended) = probe_request("POST", "/example/kms/xks/v1/health", Some(2));
+    expect_error(&env, req, 429, "ThrottlingException").await;
+    assert_eq!(polled.load(Ordering::SeqCst), 2);
+    assert!(ended.load(Ordering::SeqCst));
+    assert_eq!(first.await.unwrap().unwrap().status(), 503);
+}
+
 #[tokio::test]
 async fn unsupported_above_our_sizes() {
     let env = env();
