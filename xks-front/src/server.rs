@@ -7,13 +7,17 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 /// A TLS handshake taking longer than this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed handshake: how long, and how many bytes, the client is still read from.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+/// See `LINGER_TIMEOUT`.
+pub const LINGER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for in-flight connections to finish.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -63,11 +67,13 @@ pub async fn serve(
             match tls {
                 None => serve_conn(tcp, app, shutdown).await,
                 Some(t) => {
+                    let accept = t.acceptor.accept(tcp).into_fallible();
                     let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, t.acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
                             Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
+                            Ok(Err((e, tcp))) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                linger_close(tcp).await;
                                 return;
                             }
                             Err(_) => {
@@ -100,6 +106,30 @@ pub async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
+}
+
+/// Ends a connection whose TLS handshake failed so that the client reads the alert rustls has
+/// just sent: half-close, then read and discard what the client still sends (bounded by
+/// `LINGER_BYTES` and `LINGER_TIMEOUT`) before closing. Closing at once with unread input makes
+/// the kernel send a TCP reset, which can destroy the alert before the client reads it; a TLS 1.3
+/// client sends its first request right after its Finished, before the server has checked its
+/// certificate, and would then see "connection reset" instead of `handshake_failure`.
+async fn linger_close<I>(mut io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = io.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let read = async {
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIMEOUT, read).await;
 }
 
 async fn serve_conn<I>(io: I, app: Router, mut shutdown: watch::Receiver<bool>)

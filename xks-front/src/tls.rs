@@ -3,10 +3,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{ring, CryptoProvider};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::config::TlsConfig;
 
@@ -110,15 +114,91 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
                     .add(c)
                     .map_err(|e| TlsError::Verifier(e.to_string()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(KmsClientVerifier {
+                webpki,
+                subjects: tls.client_subjects.clone(),
+            }))
         }
     };
     let mut cfg = builder.with_single_cert(certs, key)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// The mTLS client check inside the handshake: the certificate chain to `tls.client_ca`
+/// (webpki: validity dates, signatures, key usage), then the subject CN against
+/// `tls.client_subjects` (empty: any CN). Every rejection reaches the client as a
+/// `handshake_failure` alert, as the XKS spec's conformance client expects for an expired or a
+/// self-signed certificate (rustls would otherwise send `certificate_unknown`, `unknown_ca`, …);
+/// the precise reason stays in the server's error (logged at DEBUG by the accept loop).
+#[derive(Debug)]
+struct KmsClientVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    subjects: Vec<String>,
+}
+
+/// A verifier error that rustls reports to the peer as `handshake_failure` (any error other than
+/// `InvalidCertificate` / `PeerMisbehaved` is).
+fn rejected(why: &dyn std::fmt::Display) -> rustls::Error {
+    rustls::Error::General(format!("client certificate rejected: {why}"))
+}
+
+impl ClientCertVerifier for KmsClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.webpki
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| rejected(&e))?;
+        if !self.subjects.is_empty() && !subject_allowed(end_entity.as_ref(), &self.subjects) {
+            return Err(rejected(&"subject CN not in tls.client_subjects"));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki
+            .verify_tls12_signature(message, cert, dss)
+            .map_err(|e| rejected(&e))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki
+            .verify_tls13_signature(message, cert, dss)
+            .map_err(|e| rejected(&e))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// True when the leaf certificate's subject has a CN in `allowed`.
@@ -214,5 +294,96 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("cannot read tls.key"));
+    }
+
+    /// A CA (self-signed, CA:TRUE) and its issuer handle.
+    fn test_ca(
+        name: &str,
+    ) -> (
+        CertificateDer<'static>,
+        rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap().der().clone();
+        (cert, rcgen::Issuer::new(params, key))
+    }
+
+    fn client_leaf(
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        cn: &str,
+        expired: bool,
+    ) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.signed_by(&key, issuer).unwrap().der().clone()
+    }
+
+    fn kms_verifier(ca: &CertificateDer<'static>, subjects: &[&str]) -> KmsClientVerifier {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone()).unwrap();
+        let webpki =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(provider()))
+                .build()
+                .unwrap();
+        KmsClientVerifier {
+            webpki,
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// rustls turns a `General` verifier error into a `handshake_failure` alert.
+    fn is_handshake_failure(r: Result<ClientCertVerified, rustls::Error>) -> bool {
+        matches!(r, Err(rustls::Error::General(m)) if m.starts_with("client certificate rejected"))
+    }
+
+    #[test]
+    fn client_verifier_accepts_only_the_ca_and_the_subjects() {
+        const KMS: &str = "cks.kms.us-east-1.amazonaws.com";
+        let (ca_cert, ca) = test_ca("kms client CA");
+        let (_, foreign) = test_ca("foreign CA");
+        let v = kms_verifier(&ca_cert, &[KMS]);
+        let now = UnixTime::now();
+        assert!(v.offer_client_auth() && v.client_auth_mandatory());
+        assert!(!v.root_hint_subjects().is_empty());
+        assert!(!v.supported_verify_schemes().is_empty());
+
+        assert!(v
+            .verify_client_cert(&client_leaf(&ca, KMS, false), &[], now)
+            .is_ok());
+        let cases = [
+            (
+                "another CN",
+                client_leaf(&ca, "someone-else.example.com", false),
+            ),
+            ("expired", client_leaf(&ca, KMS, true)),
+            ("foreign CA", client_leaf(&foreign, KMS, false)),
+            ("self-signed", cert_with_cn(KMS).cert.der().clone()),
+            (
+                "garbage",
+                CertificateDer::from(b"not a certificate".to_vec()),
+            ),
+        ];
+        for (what, cert) in cases {
+            assert!(
+                is_handshake_failure(v.verify_client_cert(&cert, &[], now)),
+                "{what}"
+            );
+        }
+        // No subject list: any CN from the CA.
+        let any_cn = kms_verifier(&ca_cert, &[]);
+        let other = client_leaf(&ca, "someone-else.example.com", false);
+        assert!(any_cn.verify_client_cert(&other, &[], now).is_ok());
     }
 }

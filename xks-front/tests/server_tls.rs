@@ -274,3 +274,76 @@ async fn mtls_requires_the_ca_and_an_allowed_subject() {
     };
     assert_eq!(forged.ping(&s).await, "");
 }
+
+/// The alert the server sent when it refused `client`, as the client sees it: during the
+/// handshake (TLS 1.2) or on the first read after it (TLS 1.3, where the server checks the
+/// client certificate after the client has finished). `None`: not refused with an alert.
+async fn refusal_alert(client: &Client<'_>, s: &Server) -> Option<rustls::AlertDescription> {
+    fn alert_of(e: &std::io::Error) -> Option<rustls::AlertDescription> {
+        match e.get_ref()?.downcast_ref::<rustls::Error>()? {
+            rustls::Error::AlertReceived(a) => Some(*a),
+            _ => None,
+        }
+    }
+    let mut tls = match client.connect(s).await {
+        Ok(t) => t,
+        Err(e) => return alert_of(&e),
+    };
+    let req = b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    // Like curl (HTTP/2 preface, then the request), write twice before reading: a server that
+    // has closed with the first write unread answers with a TCP reset, the second write then
+    // fails with "broken pipe" and the client never reads the alert.
+    for _ in 0..2 {
+        if let Err(e) = tls.write_all(req).await {
+            return alert_of(&e);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out).await {
+        Ok(_) => None,
+        Err(e) => alert_of(&e),
+    }
+}
+
+/// Regression (AWS conformance client `test_negative_mtls`: "TLS alert, handshake failure" for
+/// an expired or a self-signed client certificate): every refused client certificate gets a
+/// `handshake_failure` alert, and over TLS 1.3 the client can still read it (no TCP reset).
+#[tokio::test]
+async fn mtls_refusals_reach_the_client_as_handshake_failure() {
+    let s = start(true).await;
+    let foreign = ca("foreign CA");
+    let (forged, forged_key) = leaf(&foreign, KMS_CN, &[]);
+    let (other, other_key) = leaf(&s.ca, "someone-else.example.com", &[]);
+    let self_signed_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, KMS_CN);
+    let self_signed = params.self_signed(&self_signed_key).unwrap().der().clone();
+    let cases = [
+        ("foreign CA", forged, &forged_key),
+        ("another CN", other, &other_key),
+        ("self-signed", self_signed, &self_signed_key),
+    ];
+    for (what, cert, key) in cases {
+        for tls12_only in [true, false] {
+            let client = Client {
+                cert: Some((cert.clone(), key)),
+                tls12_only,
+                ..Default::default()
+            };
+            for _ in 0..2 {
+                assert_eq!(
+                    refusal_alert(&client, &s).await,
+                    Some(rustls::AlertDescription::HandshakeFailure),
+                    "{what}, tls12_only={tls12_only}"
+                );
+            }
+        }
+    }
+    let (good, good_key) = leaf(&s.ca, KMS_CN, &[]);
+    let ok = Client {
+        cert: Some((good, &good_key)),
+        ..Default::default()
+    };
+    assert_eq!(refusal_alert(&ok, &s).await, None);
+}
