@@ -21,12 +21,11 @@ impl Limiter {
     /// Records a failure; returns the delay before the next attempt.
     pub(crate) fn fail(&mut self, now_ms: u64) -> u64 {
         self.failures = self.failures.saturating_add(1);
+        // 1 s << 6 already exceeds the cap; bounding the shift keeps `<<` from discarding the
+        // high bits (1000 << 61 is 0 in a u64, which would have lifted the back-off).
         let delay = match self.failures {
             0 | 1 => 0,
-            n => 1000u64
-                .checked_shl(n - 2)
-                .unwrap_or(MAX_DELAY_MS)
-                .min(MAX_DELAY_MS),
+            n => (1000u64 << (n - 2).min(6)).min(MAX_DELAY_MS),
         };
         self.next_allowed_ms = now_ms.saturating_add(delay);
         delay
@@ -54,6 +53,21 @@ mod tests {
             l.fail(1000);
         }
         assert_eq!(l.fail(1000), MAX_DELAY_MS);
+    }
+
+    #[test]
+    fn delay_never_drops_after_many_failures() {
+        // Regression: the shift once overflowed at 63..=65 failures and the delay fell to 0.
+        let mut l = Limiter::default();
+        let mut last = 0;
+        for n in 1..=300u32 {
+            let d = l.fail(1000);
+            assert!(d >= last, "delay fell from {last} to {d} at failure {n}");
+            if n >= 8 {
+                assert_eq!(d, MAX_DELAY_MS, "failure {n}");
+            }
+            last = d;
+        }
     }
 
     #[test]
