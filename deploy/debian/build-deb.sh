@@ -6,6 +6,7 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ARCH=$(dpkg --print-architecture)
 cargo build --release --bins
 STAGE=$(mktemp -d)
+chmod 0755 "$STAGE"
 trap 'rm -rf "$STAGE"' EXIT
 install -D -m 0755 target/release/vhsmd "$STAGE/usr/bin/vhsmd"
 install -D -m 0755 target/release/xks-front "$STAGE/usr/bin/xks-front"
