@@ -132,6 +132,14 @@ impl Method {
         }
     }
 
+    /// Calls that may wait for the core's state-change lock (held for a whole Argon2id
+    /// ceremony, rekey or backup) or read the store: every Admin call. They run on the blocking
+    /// pool so that they never stall an async worker (and with it the Crypto hot path).
+    /// Crypto calls read only the key cache and run inline.
+    pub fn may_block(self) -> bool {
+        !self.is_crypto_service()
+    }
+
     /// Calls that run Argon2id (or other long CPU work) and so go to the blocking pool.
     pub fn is_cpu_heavy(self) -> bool {
         matches!(
@@ -202,6 +210,20 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Method::ALL.len());
+    }
+
+    #[test]
+    fn admin_calls_leave_the_async_workers_and_crypto_calls_stay() {
+        for m in Method::ALL {
+            assert_eq!(
+                m.may_block(),
+                m.name().starts_with("Admin/"),
+                "{}",
+                m.name()
+            );
+            // Every heavy call is also off the async workers.
+            assert!(!m.is_cpu_heavy() || m.may_block(), "{}", m.name());
+        }
     }
 
     #[test]

@@ -155,13 +155,14 @@ impl Crypto for CryptoService {
         let node_id = self.d.node_id().to_owned();
         self.d
             .call(request, Method::Health, "", move |v, _, _| {
-                let s = v.status();
+                // The key cache only: Health runs inline and must not wait for a ceremony.
+                let (seal_state, key_count) = v.health();
                 Ok(HealthResponse {
                     node_id,
-                    seal_state: convert::seal_state(s.seal_state) as i32,
+                    seal_state: convert::seal_state(seal_state) as i32,
                     model: MODEL.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
-                    key_count: s.key_count,
+                    key_count,
                 })
             })
             .await

@@ -75,21 +75,7 @@ impl Dispatcher {
         let caller = self.caller(&request);
         let request_id = sanitize_request_id(request_id);
         let result = if caller.role.is_some_and(|r| method.allows(r)) {
-            let msg = request.into_inner();
-            if method.is_cpu_heavy() {
-                let vhsm = Arc::clone(&self.vhsm);
-                let c = caller.clone();
-                match self.heavy.acquire().await {
-                    Ok(_permit) => tokio::task::spawn_blocking(move || f(&vhsm, &c, msg))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(core_status(&Error::Internal("task failed".into())))
-                        }),
-                    Err(_) => Err(core_status(&Error::Internal("semaphore closed".into()))),
-                }
-            } else {
-                f(&self.vhsm, &caller, msg)
-            }
+            self.execute(method, &caller, request.into_inner(), f).await
         } else {
             request.into_inner().wipe();
             self.deny(&caller, method).await;
@@ -109,6 +95,39 @@ impl Dispatcher {
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         });
         result.map(Response::new)
+    }
+
+    /// Runs an authorized call where it belongs: Argon2id ceremonies on the blocking pool, at
+    /// most [`MAX_CONCURRENT_HEAVY_CALLS`] at a time; other Admin calls on the blocking pool
+    /// (they may wait for the core's state lock); Crypto calls inline.
+    async fn execute<Req, Resp, F>(
+        &self,
+        method: Method,
+        caller: &Caller,
+        msg: Req,
+        f: F,
+    ) -> Result<Resp, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+        F: FnOnce(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
+    {
+        if !method.may_block() {
+            return f(&self.vhsm, caller, msg);
+        }
+        let _permit = if method.is_cpu_heavy() {
+            match self.heavy.acquire().await {
+                Ok(p) => Some(p),
+                Err(_) => return Err(core_status(&Error::Internal("semaphore closed".into()))),
+            }
+        } else {
+            None
+        };
+        let vhsm = Arc::clone(&self.vhsm);
+        let c = caller.clone();
+        tokio::task::spawn_blocking(move || f(&vhsm, &c, msg))
+            .await
+            .unwrap_or_else(|_| Err(core_status(&Error::Internal("task failed".into()))))
     }
 
     /// Audits a permission denial (on the blocking pool: it writes the audit log).
@@ -198,6 +217,36 @@ mod tests {
             vhsm_proto::v1::Reason::PermissionDenied
         );
         assert!(!called.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn admin_calls_run_off_the_async_worker_and_crypto_calls_inline() {
+        // A current-thread runtime: inline work runs on this very thread.
+        let d = dispatcher();
+        let here = std::thread::current().id();
+        let admin = Caller {
+            identity: "admin".into(),
+            role: Some(crate::roles::Role::Admin),
+        };
+        for m in [
+            Method::Status,
+            Method::Seal,
+            Method::CreateKey,
+            Method::Unseal,
+        ] {
+            let ran_on = d
+                .execute(m, &admin, (), |_, _, ()| Ok(std::thread::current().id()))
+                .await
+                .unwrap();
+            assert_ne!(ran_on, here, "{} ran on the async worker", m.name());
+        }
+        for m in [Method::Health, Method::Encrypt, Method::GetKeyMetadata] {
+            let ran_on = d
+                .execute(m, &admin, (), |_, _, ()| Ok(std::thread::current().id()))
+                .await
+                .unwrap();
+            assert_eq!(ran_on, here, "{}", m.name());
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub async fn run(vhsm: Arc<Vhsm>, every: Duration) {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
         ticks.tick().await;
-        if vhsm.status().seal_state != SealState::Unsealed {
+        if vhsm.health().0 != SealState::Unsealed {
             continue;
         }
         let v = Arc::clone(&vhsm);
