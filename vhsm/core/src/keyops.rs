@@ -38,6 +38,27 @@ fn live_only(info: &KeyInfo) -> Result<(), Error> {
     }
 }
 
+/// Longest caller-supplied key id echoed back in a `KeyNotFound` message.
+const MAX_SHOWN_ID_CHARS: usize = 128;
+
+/// A caller-supplied key id as it may appear in an error message: a valid id as is; anything
+/// else bounded to [`MAX_SHOWN_ID_CHARS`] printable ASCII characters (the id can be up to the
+/// request size and contain control characters; the message travels in a gRPC header).
+fn shown_id(id: &str) -> String {
+    if crate::types::is_valid_key_id(id) {
+        return id.to_string();
+    }
+    let mut out: String = id
+        .chars()
+        .take(MAX_SHOWN_ID_CHARS)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    if id.chars().nth(MAX_SHOWN_ID_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
 impl Vhsm {
     /// The cached key `id` (Sealed/Uninitialized/KeyNotFound otherwise).
     pub(crate) fn cached(&self, id: &str) -> Result<Arc<CachedKey>, Error> {
@@ -51,7 +72,7 @@ impl Vhsm {
             Hot::Unsealed(map) => map
                 .get(id)
                 .cloned()
-                .ok_or_else(|| Error::KeyNotFound(id.to_string())),
+                .ok_or_else(|| Error::KeyNotFound(shown_id(id))),
         }
     }
 
@@ -440,5 +461,47 @@ impl Vhsm {
             destroyed.push(info.key_id);
         }
         Ok(destroyed)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::{InitRequest, MemoryStorage, Options, OsRandom, SecretString, SystemClock};
+
+    #[test]
+    fn key_not_found_echoes_a_bounded_printable_id() {
+        let v = Vhsm::open(
+            Arc::new(MemoryStorage::new()),
+            Arc::new(OsRandom),
+            Arc::new(SystemClock),
+            Options::insecure_for_tests(),
+        )
+        .unwrap();
+        let pw = || SecretString::from("correct horse battery staple".to_string());
+        v.initialize(InitRequest::Passphrase(pw()), "admin")
+            .unwrap();
+        v.unseal_with_passphrase(&pw(), "admin").unwrap();
+        // A valid id is echoed unchanged.
+        assert_eq!(
+            v.describe_key("no-such.key_1"),
+            Err(Error::KeyNotFound("no-such.key_1".into()))
+        );
+        // A huge id with control characters is cut and made printable.
+        let huge = format!("a\r\nb{}", "x".repeat(1 << 20));
+        let Err(Error::KeyNotFound(shown)) = v.describe_key(&huge) else {
+            panic!("expected KeyNotFound");
+        };
+        assert!(shown.len() <= MAX_SHOWN_ID_CHARS + 3, "{}", shown.len());
+        assert!(
+            shown.starts_with("a??b") && shown.ends_with("..."),
+            "{shown}"
+        );
+        assert!(Error::KeyNotFound(shown).to_string().len() < 200);
+        let Err(Error::KeyNotFound(shown)) = v.describe_key("caf\u{e9}") else {
+            panic!("expected KeyNotFound");
+        };
+        assert_eq!(shown, "caf?");
     }
 }
