@@ -225,6 +225,9 @@ pub struct DevConfig {
     pub allow_short_deletion: bool,
 }
 
+/// Longest `[keys] deletion_check_secs` (one day).
+pub const MAX_DELETION_CHECK_SECS: u64 = 86_400;
+
 /// The log levels `[log] level` accepts.
 pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
@@ -287,10 +290,12 @@ impl Config {
                 "must be at most 365",
             ));
         }
-        if self.keys.deletion_check_secs == 0 {
+        // An unbounded period would overflow the reaper's next deadline (`Instant + period`
+        // panics) and silently stop key destruction.
+        if !(1..=MAX_DELETION_CHECK_SECS).contains(&self.keys.deletion_check_secs) {
             return Err(ConfigError::invalid(
                 "keys.deletion_check_secs",
-                "must be at least 1",
+                "must be 1 to 86400 (one day)",
             ));
         }
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
@@ -514,11 +519,17 @@ auditor = ["auditor"]
             field_of(c.validate().unwrap_err()),
             "keys.min_deletion_waiting_days"
         );
-        let c = Config::parse(&format!("{text}\n[keys]\ndeletion_check_secs = 0\n")).unwrap();
-        assert_eq!(
-            field_of(c.validate().unwrap_err()),
-            "keys.deletion_check_secs"
-        );
+        for bad in ["0", "86401", "9223372036854775807"] {
+            let c =
+                Config::parse(&format!("{text}\n[keys]\ndeletion_check_secs = {bad}\n")).unwrap();
+            assert_eq!(
+                field_of(c.validate().unwrap_err()),
+                "keys.deletion_check_secs",
+                "{bad}"
+            );
+        }
+        let c = Config::parse(&format!("{text}\n[keys]\ndeletion_check_secs = 86400\n")).unwrap();
+        c.validate().unwrap();
     }
 
     #[test]
