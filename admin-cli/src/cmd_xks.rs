@@ -113,6 +113,16 @@ pub fn proxy_config_json(uri_path: &str, c: &Credentials) -> CliResult<Zeroizing
         .map_err(|e| CliError::usage(format!("cannot format JSON: {e}")))
 }
 
+/// The secret file's content, `SECRET\n`, built in one zeroizing buffer of the final size (a
+/// `push` onto a full buffer would reallocate and leave an unzeroized copy of the secret).
+fn secret_file_line(secret: &SecretString) -> Zeroizing<String> {
+    let s = secret.expose_secret();
+    let mut line = Zeroizing::new(String::with_capacity(s.len() + 1));
+    line.push_str(s);
+    line.push('\n');
+    line
+}
+
 /// Runs `xks credentials new`.
 pub fn run(args: &XksCredentialsNewArgs) -> CliResult<()> {
     validate_uri_path(&args.uri_path)?;
@@ -123,8 +133,7 @@ pub fn run(args: &XksCredentialsNewArgs) -> CliResult<()> {
     }
     let creds = generate()?;
     if let Some(out) = &args.secret_out {
-        let mut line = Zeroizing::new(creds.secret.expose_secret().to_string());
-        line.push('\n');
+        let line = secret_file_line(&creds.secret);
         files::write_file(out, line.as_bytes(), PRIVATE_FILE, args.force)?;
         eprintln!(
             "secret written to {} (0600): set it as secret_file, with access_key_id = \"{}\", in xks-front's keystores.toml",
@@ -173,6 +182,15 @@ mod tests {
         let b = generate().unwrap();
         assert_ne!(a.access_key_id, b.access_key_id);
         assert_ne!(a.secret.expose_secret(), b.secret.expose_secret());
+    }
+
+    #[test]
+    fn secret_file_line_is_built_without_a_reallocation() {
+        let c = generate().unwrap();
+        let line = secret_file_line(&c.secret);
+        assert_eq!(line.as_str(), format!("{}\n", c.secret.expose_secret()));
+        // Allocated once at its final size: no grown (and unzeroized) earlier buffer.
+        assert_eq!(line.capacity(), line.len());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `SecretString` (zeroized on drop, redacted `Debug`) from the moment they are read.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
@@ -128,8 +128,11 @@ impl PassphraseReader {
 /// Reads one line (without its `\n` / `\r\n`) into a zeroizing buffer.
 fn read_line(r: &mut dyn BufRead) -> CliResult<Zeroizing<String>> {
     // Reserve up front so the buffer holding the secret is not reallocated (copied) while read.
-    let mut line = Zeroizing::new(String::with_capacity(MAX_PASSPHRASE_BYTES + 2));
-    let n = r
+    // Reads at most one byte past the longest accepted line, so an over-long (or endless) line
+    // is refused without growing the buffer (each growth would leave an unzeroized copy).
+    let mut line = Zeroizing::new(String::with_capacity(MAX_PASSPHRASE_BYTES + 3));
+    let limit = (MAX_PASSPHRASE_BYTES + 3) as u64;
+    let n = Read::take(r, limit)
         .read_line(&mut line)
         .map_err(|e| CliError::usage(format!("cannot read a passphrase line: {e}")))?;
     if n == 0 {
@@ -185,6 +188,22 @@ mod tests {
         assert_eq!(r.existing("c").unwrap().expose_secret(), "third");
         let err = r.existing("d").unwrap_err();
         assert!(err.to_string().contains("ended early"), "{err}");
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_after_a_bounded_read() {
+        let mut src = Cursor::new(vec![b'a'; 1 << 20]);
+        let err = read_line(&mut src).unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+        assert!(
+            src.position() <= (MAX_PASSPHRASE_BYTES + 3) as u64,
+            "{}",
+            src.position()
+        );
+        // The longest accepted line still reads, with either line ending.
+        let ok = format!("{}\r\n", "b".repeat(MAX_PASSPHRASE_BYTES));
+        let mut src = Cursor::new(ok.into_bytes());
+        assert_eq!(read_line(&mut src).unwrap().len(), MAX_PASSPHRASE_BYTES);
     }
 
     #[test]
