@@ -184,6 +184,9 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// How long a throttled request's body may be drained (it holds no in-flight slot).
+const THROTTLED_DRAIN_WAIT: Duration = Duration::from_millis(50);
+
 /// An error answered before the body is read: the body is drained first (bounded) so the
 /// answer ends an HTTP/2 stream cleanly instead of with a reset (see `drain`).
 async fn early(body: axum::body::Body, e: XksError) -> XksError {
@@ -222,13 +225,14 @@ const TOO_BIG: XksError = XksError::new(ErrorName::UnsupportedOperation, "reques
 async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, XksError> {
     let (parts, body) = req.into_parts();
 
-    // 1. Global concurrency gate: fail fast, never queue.
+    // 1. Global concurrency gate: fail fast, never queue. A throttled request holds no slot,
+    // so its body is drained only briefly: a flood of slow senders cannot pile up tasks.
     let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
-        return Err(early(
-            body,
-            XksError::new(ErrorName::Throttling, "too many requests in flight"),
-        )
-        .await);
+        drain::drain(body, api::MAX_BODY, THROTTLED_DRAIN_WAIT).await;
+        return Err(XksError::new(
+            ErrorName::Throttling,
+            "too many requests in flight",
+        ));
     };
 
     // 2. Route by key-store prefix, then the XKS path.

@@ -817,6 +817,48 @@ impl axum::body::HttpBody for ProbeBody {
     }
 }
 
+/// A body whose sender never sends anything (a slow-loris client).
+struct StalledBody;
+
+impl axum::body::HttpBody for StalledBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+/// A throttled request holds no in-flight slot, so a client that never finishes its body must
+/// not keep the task for the full body timeout (5 s): it is drained for 50 ms at most.
+/// (Virtual time: deterministic, no wall-clock assertion.)
+#[tokio::test(start_paused = true)]
+async fn throttled_slow_senders_are_not_held_for_the_body_timeout() {
+    let env = env_with(Arc::new(FakeKm::default()), 1);
+    let app = router(env.state.clone());
+    let slow = signed(&key_path("slow-key", "encrypt"), &encrypt_body(b"x", None));
+    let first = tokio::spawn(app.oneshot(slow));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/example/kms/xks/v1/health")
+        .header("host", HOST)
+        .header("content-type", "application/json")
+        .body(Body::new(StalledBody))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    expect_error(&env, req, 429, "ThrottlingException").await;
+    assert!(
+        started.elapsed() <= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = first.await;
+}
+
 /// A POST (or `method`) to `path` whose body is a `ProbeBody`; returns the request, the
 /// number of chunks read and whether the body was read to its end.
 fn probe_request(
