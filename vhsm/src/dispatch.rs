@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use vhsm_core::{Error, Reason, Vhsm};
 
 use crate::access::Method;
+use crate::denials::DenialLimiter;
 use crate::error_map;
 use crate::logging::{log_request, RequestLog};
 use crate::roles::{Caller, RoleMap};
@@ -26,6 +27,7 @@ pub struct Dispatcher {
     roles: RoleMap,
     node_id: String,
     heavy: tokio::sync::Semaphore,
+    denials: DenialLimiter,
 }
 
 impl Dispatcher {
@@ -36,6 +38,7 @@ impl Dispatcher {
             roles,
             node_id,
             heavy: tokio::sync::Semaphore::new(MAX_CONCURRENT_HEAVY_CALLS),
+            denials: DenialLimiter::new(),
         }
     }
 
@@ -130,12 +133,19 @@ impl Dispatcher {
             .unwrap_or_else(|_| Err(core_status(&Error::Internal("task failed".into()))))
     }
 
-    /// Audits a permission denial (on the blocking pool: it writes the audit log).
+    /// Audits a permission denial (on the blocking pool: it writes the audit log), at most
+    /// once per identity and method per window (see `denials`).
     async fn deny(&self, caller: &Caller, method: Method) {
+        let op = method.name();
+        let Some(suppressed) = self.denials.admit(&caller.identity, op, Instant::now()) else {
+            return;
+        };
         let vhsm = Arc::clone(&self.vhsm);
         let who = caller.identity.clone();
-        let op = method.name();
-        let recorded = tokio::task::spawn_blocking(move || vhsm.record_denied(&who, op)).await;
+        let recorded = tokio::task::spawn_blocking(move || {
+            vhsm.record_denied_with_suppressed(&who, op, suppressed)
+        })
+        .await;
         match recorded {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -12,6 +12,7 @@ pub mod admin_service;
 pub mod config;
 pub mod convert;
 pub mod crypto_service;
+pub mod denials;
 pub mod dispatch;
 pub mod error_map;
 pub mod hardening;

@@ -910,17 +910,27 @@ impl Vhsm {
     /// Appends an `access.denied` audit record (the daemon calls it on PERMISSION_DENIED).
     /// On an uninitialized store there is no log yet and nothing is recorded.
     pub fn record_denied(&self, who: &str, operation: &str) -> Result<(), Error> {
+        self.record_denied_with_suppressed(who, operation, 0)
+    }
+
+    /// `record_denied`, noting how many identical denials (same identity and operation) the
+    /// caller did not record since the last record, so a denial flood stays bounded in the
+    /// log yet fully counted.
+    pub fn record_denied_with_suppressed(
+        &self,
+        who: &str,
+        operation: &str,
+        suppressed: u64,
+    ) -> Result<(), Error> {
         let mut inner = self.lock()?;
         if inner.header.is_none() {
             return Ok(());
         }
-        self.commit_audited(
-            &mut inner,
-            WriteBatch::new(),
-            "access.denied",
-            who,
-            details([("operation", operation.to_string())]),
-        )?;
+        let mut d = details([("operation", operation.to_string())]);
+        if suppressed > 0 {
+            d.insert("suppressed_since_last".to_string(), suppressed.to_string());
+        }
+        self.commit_audited(&mut inner, WriteBatch::new(), "access.denied", who, d)?;
         Ok(())
     }
 }

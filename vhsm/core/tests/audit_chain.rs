@@ -197,3 +197,19 @@ fn damaged_audit_record_is_reported_not_fatal() {
     );
     assert_eq!(v.audit_records(3, 10).unwrap()[0].seq, 3);
 }
+
+#[test]
+fn suppressed_denials_are_counted_in_the_next_record() {
+    let (_s, _c, v) = unsealed();
+    v.record_denied_with_suppressed("mallory", "Admin/Init", 0)
+        .unwrap();
+    v.record_denied_with_suppressed("mallory", "Admin/Init", 41)
+        .unwrap();
+    let head = v.status().audit_head_seq;
+    let records = v.audit_records(head - 1, 2).unwrap();
+    assert_eq!(records[0].event, "access.denied");
+    assert!(!records[0].details.contains_key("suppressed_since_last"));
+    assert_eq!(records[1].details["suppressed_since_last"], "41");
+    assert_eq!(records[1].details["operation"], "Admin/Init");
+    assert_eq!(records[1].actor, "mallory");
+}
