@@ -35,6 +35,22 @@ pub(crate) struct UnsealConfig {
     pub(crate) shares: Vec<EncryptedShare>,
 }
 
+impl UnsealConfig {
+    /// The audit details every ceremony records about the unseal configuration it sets.
+    pub(crate) fn audit_details(&self) -> std::collections::BTreeMap<String, String> {
+        let fingerprints: Vec<&str> = self.shares.iter().map(|s| s.fingerprint.as_str()).collect();
+        [
+            ("mode", self.mode.as_str().to_string()),
+            ("threshold", self.threshold.to_string()),
+            ("share_count", self.count.to_string()),
+            ("share_fingerprints", fingerprints.join(",")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+}
+
 fn check_passphrase(p: &SecretString, field: &'static str) -> Result<(), Error> {
     let len = p.expose_secret().len();
     if !(MIN_PASSPHRASE_LEN..=MAX_PASSPHRASE_LEN).contains(&len) {

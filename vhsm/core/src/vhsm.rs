@@ -328,6 +328,7 @@ impl Vhsm {
         let public = signer.verifying_key().to_bytes();
         let (ring, mut batch) = Keyring::generate(&root, rng)?;
         let cfg = ceremony::new_config(&req, &root, store_id, 0, &self.options.kdf, rng)?;
+        let mut d = cfg.audit_details();
         let mut header = Header {
             store_id,
             epoch: 0,
@@ -348,21 +349,8 @@ impl Vhsm {
             ring.seal(Tree::Meta, SIGNING_SEED_KEY, seed.as_slice(), rng)?,
         );
         let fingerprint = vhsm_audit::public_key_fingerprint(&public);
-        let d = details([
-            ("store_id", header.store_id_hex()),
-            ("mode", cfg.mode.as_str().to_string()),
-            ("threshold", cfg.threshold.to_string()),
-            ("share_count", cfg.count.to_string()),
-            ("audit_key_fingerprint", fingerprint.clone()),
-            (
-                "share_fingerprints",
-                cfg.shares
-                    .iter()
-                    .map(|s| s.fingerprint.clone())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ]);
+        d.insert("store_id".to_string(), header.store_id_hex());
+        d.insert("audit_key_fingerprint".to_string(), fingerprint.clone());
         let head = audit_log::append(
             &mut batch,
             &inner.audit_head,
@@ -804,6 +792,7 @@ impl Vhsm {
             &self.options.kdf,
             &*self.rng,
         )?;
+        let mut d = cfg.audit_details();
         let mut next = Header {
             epoch,
             mode: cfg.mode,
@@ -817,20 +806,7 @@ impl Vhsm {
         next.sign(&root);
         let mut batch = WriteBatch::new();
         batch.put(Tree::Header, HEADER_KEY.to_vec(), next.encode());
-        let d = details([
-            ("mode", cfg.mode.as_str().to_string()),
-            ("threshold", cfg.threshold.to_string()),
-            ("share_count", cfg.count.to_string()),
-            ("epoch", epoch.to_string()),
-            (
-                "share_fingerprints",
-                cfg.shares
-                    .iter()
-                    .map(|s| s.fingerprint.clone())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ]);
+        d.insert("epoch".to_string(), epoch.to_string());
         self.commit_audited(&mut inner, batch, "rekey", actor, d)?;
         let outcome = InitOutcome {
             store_id: next.store_id_hex(),
