@@ -157,4 +157,45 @@ mod tests {
             ));
         }
     }
+
+    #[test]
+    fn mutated_backups_are_invalid_backup_never_a_panic() {
+        use crate::codec::tests::{mutants, Rng};
+        let (root, blob) = sample();
+        let mut rng = Rng::new(0x0bac_0001);
+        let mut parsed_but_rejected = 0;
+        for m in mutants(&blob, &mut rng, 3000) {
+            match Backup::parse(&m) {
+                Err(Error::InvalidBackup(_)) => {}
+                Err(e) => panic!("unexpected error kind: {e:?}"),
+                Ok(b) if m == blob => b.verify(&root).unwrap(),
+                Ok(b) => {
+                    parsed_but_rejected += 1;
+                    assert!(matches!(b.verify(&root), Err(Error::InvalidBackup(_))));
+                }
+            }
+        }
+        assert!(parsed_but_rejected > 0, "some mutations must reach the MAC");
+    }
+
+    /// With the MAC recomputed, corrupt structure must still be refused by the parser.
+    #[test]
+    fn mutated_backup_bodies_with_valid_mac_parse_canonically_or_fail() {
+        use crate::codec::tests::{mutants, Rng};
+        let (root, blob) = sample();
+        let body = &blob[..blob.len() - 32];
+        let mut rng = Rng::new(0x0bac_0002);
+        for mut m in mutants(body, &mut rng, 3000) {
+            let tag = mac(&root, &m);
+            m.extend_from_slice(&tag);
+            match Backup::parse(&m) {
+                Err(Error::InvalidBackup(_)) => {}
+                Err(e) => panic!("unexpected error kind: {e:?}"),
+                Ok(b) => {
+                    b.verify(&root).unwrap();
+                    assert_eq!(encode(&root, &b.header_bytes, &b.records), m);
+                }
+            }
+        }
+    }
 }

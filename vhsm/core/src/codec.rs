@@ -128,8 +128,99 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Seeded xorshift64* generator for reproducible fuzz-style tests (not for secrets).
+    pub(crate) struct Rng(u64);
+
+    impl Rng {
+        pub(crate) fn new(seed: u64) -> Self {
+            Rng(seed | 1)
+        }
+
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// Uniform-ish value in `0..n` (`n > 0`).
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Interesting values written over 4-byte windows (length fields, counts, costs).
+    const U32_EDGES: [u32; 8] = [0, 1, 2, 0x7f, 0xffff, 0x7fff_ffff, 0xffff_fffe, u32::MAX];
+
+    /// Structured mutations of a valid encoding: every truncation, every single-bit flip,
+    /// plus `random` seeded cases mixing multi-byte flips, insertions, deletions, extensions,
+    /// u32 length-field corruption and fully random bodies. None equals `valid` by design
+    /// except possibly a u32 overwrite with its own value (callers compare bytes).
+    pub(crate) fn mutants(valid: &[u8], rng: &mut Rng, random: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for cut in 0..valid.len() {
+            out.push(valid[..cut].to_vec());
+        }
+        for i in 0..valid.len() {
+            for bit in 0..8 {
+                let mut m = valid.to_vec();
+                m[i] ^= 1 << bit;
+                out.push(m);
+            }
+        }
+        for _ in 0..random {
+            let mut m = valid.to_vec();
+            match rng.below(7) {
+                0 => {
+                    for _ in 0..=rng.below(8) {
+                        let i = rng.below(m.len().max(1));
+                        if let Some(b) = m.get_mut(i) {
+                            *b ^= (rng.next() as u8) | 1;
+                        }
+                    }
+                }
+                1 => {
+                    let at = rng.below(m.len() + 1);
+                    let n = 1 + rng.below(16);
+                    let extra = rng.bytes(n);
+                    m.splice(at..at, extra);
+                }
+                2 if !m.is_empty() => {
+                    let at = rng.below(m.len());
+                    let n = 1 + rng.below((m.len() - at).min(16));
+                    m.drain(at..at + n);
+                }
+                3 => {
+                    let n = 1 + rng.below(64);
+                    m.extend(rng.bytes(n));
+                }
+                4 if m.len() >= 4 => {
+                    let at = rng.below(m.len() - 3);
+                    let v = U32_EDGES[rng.below(U32_EDGES.len())];
+                    m[at..at + 4].copy_from_slice(&v.to_be_bytes());
+                }
+                5 => {
+                    let keep = rng.below(m.len().min(24) + 1);
+                    m.truncate(keep);
+                    let n = rng.below(2 * valid.len() + 1);
+                    m.extend(rng.bytes(n));
+                }
+                _ => {
+                    let n = rng.below(2 * valid.len() + 1);
+                    m = rng.bytes(n);
+                }
+            }
+            out.push(m);
+        }
+        out
+    }
 
     #[test]
     fn round_trip() {
@@ -170,5 +261,61 @@ mod tests {
             Err(Truncated)
         );
         assert_eq!(Reader::new(&[0, 0, 0, 2, 0xff, 0xfe]).str(), Err(Truncated));
+    }
+
+    #[test]
+    fn reader_never_panics_on_random_input_and_ops() {
+        let mut rng = Rng::new(0x00c0_dec0);
+        for _ in 0..3000 {
+            let n = rng.below(48);
+            let data = rng.bytes(n);
+            let mut r = Reader::new(&data);
+            for _ in 0..8 {
+                let before = r.pos;
+                let _ = match rng.below(7) {
+                    0 => r.u8().is_ok(),
+                    1 => r.u32().is_ok(),
+                    2 => r.u64().is_ok(),
+                    3 => {
+                        let n = rng.below(20);
+                        r.raw(n).is_ok()
+                    }
+                    4 => {
+                        let n = usize::MAX - rng.below(4);
+                        r.raw(n).is_ok()
+                    }
+                    5 => r.bytes().is_ok(),
+                    _ => r.str().is_ok(),
+                };
+                // A failed read may still have consumed a length prefix, never beyond the end.
+                assert!(r.pos >= before && r.pos <= data.len());
+            }
+            assert_eq!(r.finish().is_ok(), r.pos == data.len());
+        }
+    }
+
+    #[test]
+    fn mutated_length_prefixed_fields_never_read_out_of_bounds() {
+        let mut w = Writer::new();
+        w.u8(3).bytes(b"first field").str("second").u64(42);
+        let valid = w.finish_public();
+        let mut rng = Rng::new(0x5eed_0001);
+        for m in mutants(&valid, &mut rng, 3000) {
+            let mut r = Reader::new(&m);
+            let decoded = (|| {
+                let a = r.u8()?;
+                let b = r.bytes()?.to_vec();
+                let c = r.str()?.to_string();
+                let d = r.u64()?;
+                r.finish()?;
+                Ok::<_, Truncated>((a, b, c, d))
+            })();
+            if let Ok((a, b, c, d)) = decoded {
+                // Whatever decodes re-encodes to exactly the input (the format is canonical).
+                let mut w = Writer::new();
+                w.u8(a).bytes(&b).str(&c).u64(d);
+                assert_eq!(w.finish_public(), m);
+            }
+        }
     }
 }

@@ -410,4 +410,30 @@ mod tests {
             assert_eq!(parse_metadata(bad), Err(Error::InvalidCiphertext));
         }
     }
+
+    #[test]
+    fn parse_metadata_on_random_bytes_is_typed() {
+        use crate::codec::tests::Rng;
+        let mut rng = Rng::new(0x3e7a_0001);
+        for _ in 0..5000 {
+            let n = rng.below(2 * METADATA_LEN + 1);
+            let mut md = rng.bytes(n);
+            if rng.below(2) == 0 {
+                if let Some(b) = md.first_mut() {
+                    *b = METADATA_FORMAT;
+                }
+            }
+            match parse_metadata(&md) {
+                Ok(version) => {
+                    let mut enc = vec![METADATA_FORMAT];
+                    enc.extend_from_slice(&version.to_be_bytes());
+                    assert_eq!(enc, md);
+                }
+                Err(e) => {
+                    assert!(matches!(e, Error::InvalidCiphertext));
+                    assert!(md.len() != METADATA_LEN || md[0] != METADATA_FORMAT);
+                }
+            }
+        }
+    }
 }

@@ -161,4 +161,51 @@ mod tests {
         assert!(!msg.contains("PLAINTEXT"));
         assert!(msg.contains("keys"));
     }
+
+    #[test]
+    fn mutated_envelopes_are_always_corruption() {
+        use crate::codec::tests::{mutants, Rng};
+        let k = key();
+        let mut rng = Rng::new(0x0e17_0001);
+        for plaintext in [&b""[..], b"a record payload"] {
+            let v = seal(&k, 9, Tree::Keyring, b"ring/1", plaintext, &OsRandom).unwrap();
+            for m in mutants(&v, &mut rng, 3000) {
+                if m == v {
+                    continue;
+                }
+                // term_of only checks the format; it must not panic on anything.
+                let _ = term_of(Tree::Keyring, &m);
+                assert!(matches!(
+                    open(&k, Tree::Keyring, b"ring/1", &m),
+                    Err(Error::Corruption(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn term_of_accepts_exactly_version_one_of_minimum_length() {
+        use crate::codec::tests::Rng;
+        let mut rng = Rng::new(0x0e17_0002);
+        for _ in 0..3000 {
+            let n = rng.below(2 * MIN_ENVELOPE_LEN);
+            let mut m = rng.bytes(n);
+            if rng.below(2) == 0 {
+                if let Some(b) = m.first_mut() {
+                    *b = ENVELOPE_VERSION;
+                }
+            }
+            let ok = m.len() >= MIN_ENVELOPE_LEN && m[0] == ENVELOPE_VERSION;
+            match term_of(Tree::Meta, &m) {
+                Ok(t) => {
+                    assert!(ok);
+                    assert_eq!(t.to_be_bytes(), m[1..5]);
+                }
+                Err(e) => {
+                    assert!(!ok);
+                    assert!(matches!(e, Error::Corruption(_)));
+                }
+            }
+        }
+    }
 }

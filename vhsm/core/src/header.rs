@@ -232,4 +232,41 @@ pub(crate) mod tests {
         h.count = 17;
         assert!(Header::parse(&h.encode()).is_err());
     }
+
+    #[test]
+    fn mutated_headers_are_corruption_or_fail_the_mac() {
+        use crate::codec::tests::{mutants, Rng};
+        let root = SecretKey::from_bytes([5; 32]);
+        for (seed, mode) in [
+            (0x0e4d_0001u64, UnsealMode::Passphrase),
+            (2, UnsealMode::Shares),
+        ] {
+            let mut h = sample();
+            if mode == UnsealMode::Shares {
+                h.mode = mode;
+                h.threshold = 2;
+                h.count = 3;
+                h.salt.clear();
+            }
+            h.sign(&root);
+            let enc = h.encode();
+            let mut rng = Rng::new(seed);
+            for m in mutants(&enc, &mut rng, 3000) {
+                match Header::parse(&m) {
+                    Err(Error::Corruption(_)) => {}
+                    Err(e) => panic!("unexpected error kind: {e:?}"),
+                    Ok(p) => {
+                        // The format is canonical, so the MAC covers exactly what was parsed.
+                        assert_eq!(p.encode(), m);
+                        assert!(kdf_within_limits(&p.kdf));
+                        if m == enc {
+                            p.verify(&root).unwrap();
+                        } else {
+                            assert!(matches!(p.verify(&root), Err(Error::Corruption(_))));
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

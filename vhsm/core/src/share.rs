@@ -276,4 +276,64 @@ mod tests {
         let relabelled = ShareFile::parse(&parsed.encode()).unwrap();
         assert!(relabelled.decrypt(b"custodian pw").unwrap().is_none());
     }
+
+    #[test]
+    fn mutated_share_files_are_invalid_share_never_a_panic() {
+        use crate::codec::tests::{mutants, Rng};
+        let (_, f) = make();
+        let mut rng = Rng::new(0x05ba_e001);
+        for m in mutants(&f.bytes, &mut rng, 2000) {
+            match ShareFile::parse(&m) {
+                Err(Error::InvalidShare(_)) => {}
+                Ok(_) => assert_eq!(m, f.bytes, "a mutated share file parsed"),
+                Err(e) => panic!("unexpected error kind: {e:?}"),
+            }
+        }
+    }
+
+    /// Mutations of the body with a recomputed checksum reach the field checks and the AEAD:
+    /// the outcome is `InvalidShare`, or a parsed file whose decryption yields no share.
+    #[test]
+    fn mutated_share_bodies_with_fresh_checksum_never_yield_a_share() {
+        use crate::codec::tests::{mutants, Rng};
+        let (share, f) = make();
+        let body = &f.bytes[..f.bytes.len() - 32];
+        let mut rng = Rng::new(0x05ba_e002);
+        let mut decrypted = 0;
+        for mut m in mutants(body, &mut rng, 2000) {
+            let sum = sha256(&m);
+            m.extend_from_slice(&sum);
+            match ShareFile::parse(&m) {
+                Err(Error::InvalidShare(_)) => {}
+                Err(e) => panic!("unexpected error kind: {e:?}"),
+                Ok(p) if m == f.bytes => {
+                    assert_eq!(*p.decrypt(b"custodian pw").unwrap().unwrap().y, *share.y);
+                }
+                // Only run the KDF with the original (cheap) cost parameters.
+                Ok(p) if p.kdf == KdfParams::INSECURE_FAST_FOR_TESTS && decrypted < 300 => {
+                    decrypted += 1;
+                    assert!(
+                        p.decrypt(b"custodian pw").unwrap().is_none(),
+                        "a relabelled or altered share decrypted"
+                    );
+                }
+                Ok(p) => assert!(crate::header::kdf_within_limits(&p.kdf)),
+            }
+        }
+        assert!(decrypted > 50, "mutations should reach the AEAD check");
+    }
+
+    #[test]
+    fn random_bytes_after_magic_are_invalid_share() {
+        use crate::codec::tests::Rng;
+        let mut rng = Rng::new(0x05ba_e003);
+        for _ in 0..2000 {
+            let n = rng.below(200);
+            let mut m = MAGIC.to_vec();
+            m.extend(rng.bytes(n));
+            let sum = sha256(&m);
+            m.extend_from_slice(&sum);
+            assert!(matches!(ShareFile::parse(&m), Err(Error::InvalidShare(_))));
+        }
+    }
 }
