@@ -636,4 +636,183 @@ mod tests {
             serde_json::from_slice(&decrypt_response_body(b"Hello World!")).unwrap();
         assert_eq!(v["plaintext"], "SGVsbG8gV29ybGQh");
     }
+
+    /// Seeded xorshift64* generator so every fuzz case reproduces (not for secrets).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// JSON- and Base64-significant bytes plus hostile ones.
+    const ALPHABET: &[u8] = b"{}[]:,\"\\0123456789-+.eE \t\ntruefalsnulAQ=/+\x00\x7f\xc3\xa9\xff";
+
+    fn mutate(valid: &[u8], rng: &mut Rng) -> Vec<u8> {
+        let mut m = valid.to_vec();
+        for _ in 0..=rng.below(3) {
+            let pick = ALPHABET[rng.below(ALPHABET.len())];
+            match rng.below(6) {
+                0 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m[i] ^= 1 << rng.below(8);
+                }
+                1 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m[i] = pick;
+                }
+                2 => {
+                    let i = rng.below(m.len() + 1);
+                    m.insert(i, pick);
+                }
+                3 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m.remove(i);
+                }
+                4 => {
+                    let cut = rng.below(m.len() + 1);
+                    m.truncate(cut);
+                }
+                _ => {
+                    let a = rng.below(m.len() + 1);
+                    let b = a + rng.below(m.len() - a + 1);
+                    let dup = m[a..b].to_vec();
+                    let at = rng.below(m.len() + 1);
+                    m.splice(at..at, dup);
+                }
+            }
+        }
+        m
+    }
+
+    /// Mutated valid bodies and random bytes: `count` cases, the first `valid` unchanged.
+    fn cases(valid: &[u8], seed: u64, count: usize) -> Vec<Vec<u8>> {
+        let mut rng = Rng(seed);
+        let mut out = vec![valid.to_vec()];
+        for i in 0..count {
+            if i % 5 == 0 {
+                let n = rng.below(2 * valid.len());
+                out.push(
+                    (0..n)
+                        .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                        .collect(),
+                );
+            } else {
+                out.push(mutate(valid, &mut rng));
+            }
+        }
+        out
+    }
+
+    /// The Base64 string field `name` of `body`, decoded independently of the parser.
+    /// serde_json skips the strings of ignored (unknown) fields without validating them, so a
+    /// body the parser accepts may hold invalid UTF-8 or lone surrogates there: such bytes are
+    /// replaced first, and a body `Value` still refuses yields `Err` (nothing to compare).
+    fn field(body: &[u8], name: &str) -> Result<Option<Vec<u8>>, ()> {
+        let v: serde_json::Value =
+            serde_json::from_str(&String::from_utf8_lossy(body)).map_err(|_| ())?;
+        Ok(v.get(name)
+            .and_then(|f| f.as_str())
+            .map(|s| STANDARD.decode(s).unwrap()))
+    }
+
+    #[test]
+    fn mutated_encrypt_bodies_give_typed_errors_or_valid_requests() {
+        let valid = bytes(json!({"requestMetadata": meta(),
+            "additionalAuthenticatedData": "cHJvamVjdD1uaWxl",
+            "plaintext": "SGVsbG8gV29ybGQh", "encryptionAlgorithm": "AES_GCM",
+            "ciphertextDataIntegrityValueAlgorithm": "SHA_256"}));
+        let (mut ok, mut err) = (0, 0);
+        for body in cases(&valid, 0xa91_0001, 3000) {
+            match parse_encrypt(&body) {
+                Ok(r) => {
+                    ok += 1;
+                    r.meta.check(Operation::Encrypt).unwrap();
+                    assert!(r.plaintext.len() <= MAX_PLAINTEXT && r.aad.len() <= MAX_AAD);
+                    if let Ok(pt) = field(&body, "plaintext") {
+                        assert_eq!(Some(r.plaintext.to_vec()), pt);
+                        let aad = field(&body, "additionalAuthenticatedData").unwrap();
+                        assert_eq!(r.aad, aad.unwrap_or_default());
+                    }
+                }
+                Err(e) => {
+                    err += 1;
+                    assert!(
+                        matches!(
+                            e.name,
+                            ErrorName::Validation | ErrorName::UnsupportedOperation
+                        ),
+                        "{e:?}"
+                    );
+                }
+            }
+        }
+        assert!(ok > 1 && err > 1000, "ok {ok} err {err}");
+    }
+
+    #[test]
+    fn mutated_decrypt_bodies_give_typed_errors_or_valid_requests() {
+        let valid = bytes(json!({"requestMetadata": meta(),
+            "ciphertext": "AAECAwQ=", "ciphertextMetadata": "AQAAAAE=",
+            "encryptionAlgorithm": "AES_GCM", "additionalAuthenticatedData": "YWFk",
+            "initializationVector": "AAAAAAAAAAAAAAAA", "authenticationTag": "AAAAAAAAAAAAAAAAAAAAAA=="}));
+        let (mut ok, mut err) = (0, 0);
+        for body in cases(&valid, 0xa91_0002, 3000) {
+            match parse_decrypt(&body) {
+                Ok(r) => {
+                    ok += 1;
+                    r.meta.check(Operation::Decrypt).unwrap();
+                    assert_eq!((r.iv.len(), r.tag.len()), (12, 16));
+                    assert!(r.metadata.len() <= MAX_METADATA);
+                    assert!(r.ciphertext.len() <= MAX_PLAINTEXT && r.aad.len() <= MAX_AAD);
+                    if let Ok(ct) = field(&body, "ciphertext") {
+                        assert_eq!(Some(r.ciphertext), ct);
+                        let iv = field(&body, "initializationVector").unwrap();
+                        assert_eq!(Some(r.iv), iv);
+                        let tag = field(&body, "authenticationTag").unwrap();
+                        assert_eq!(Some(r.tag), tag);
+                        let md = field(&body, "ciphertextMetadata").unwrap();
+                        assert_eq!(r.metadata, md.unwrap_or_default());
+                    }
+                }
+                Err(e) => {
+                    err += 1;
+                    assert!(
+                        matches!(
+                            e.name,
+                            ErrorName::Validation
+                                | ErrorName::UnsupportedOperation
+                                | ErrorName::InvalidCiphertext
+                        ),
+                        "{e:?}"
+                    );
+                }
+            }
+        }
+        assert!(ok > 1 && err > 1000, "ok {ok} err {err}");
+    }
+
+    #[test]
+    fn mutated_metadata_only_bodies_give_typed_errors_or_valid_requests() {
+        for (op, seed) in [
+            (Operation::GetKeyMetadata, 3),
+            (Operation::GetHealthStatus, 4),
+        ] {
+            let valid = bytes(json!({"requestMetadata": meta()}));
+            for body in cases(&valid, 0xa91_0000 + seed, 2000) {
+                match parse_metadata_only(&body, op) {
+                    Ok(r) => r.meta.check(op).unwrap(),
+                    Err(e) => assert_eq!(e.name, ErrorName::Validation, "{e:?}"),
+                }
+            }
+        }
+    }
 }

@@ -1079,4 +1079,110 @@ secret_file = "s2"
         // A registry cannot start from an invalid file.
         assert!(Registry::new(dir.path().join("nope.toml")).is_err());
     }
+
+    /// Seeded xorshift64* generator so every fuzz case reproduces (not for secrets).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// TOML-significant bytes plus hostile ones.
+    const ALPHABET: &[u8] = b"[]{}=.,\"'#\\ \t\n0123456789-+_:/*aeksz\x00\x7f\xc3\xa9\xff";
+
+    fn mutate(valid: &[u8], rng: &mut Rng) -> Vec<u8> {
+        let mut m = valid.to_vec();
+        for _ in 0..=rng.below(3) {
+            let pick = ALPHABET[rng.below(ALPHABET.len())];
+            match rng.below(6) {
+                0 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m[i] ^= 1 << rng.below(8);
+                }
+                1 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m[i] = pick;
+                }
+                2 => {
+                    let i = rng.below(m.len() + 1);
+                    m.insert(i, pick);
+                }
+                3 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m.remove(i);
+                }
+                4 => {
+                    let cut = rng.below(m.len() + 1);
+                    m.truncate(cut);
+                }
+                _ => {
+                    let a = rng.below(m.len() + 1);
+                    let b = a + rng.below((m.len() - a).min(200) + 1);
+                    let dup = m[a..b].to_vec();
+                    let at = rng.below(m.len() + 1);
+                    m.splice(at..at, dup);
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn mutated_keystores_toml_is_config_error_or_consistent() {
+        let dir = dir_with_secrets();
+        let valid = two_stores();
+        let mut rng = Rng(0x7e57_0001);
+        let (mut ok, mut toml_err, mut invalid) = (0, 0, 0);
+        for case in 0..2500 {
+            let bytes = if case % 10 == 0 {
+                let n = rng.below(400);
+                (0..n)
+                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                    .collect()
+            } else {
+                mutate(valid.as_bytes(), &mut rng)
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            match parse(&text, dir.path()) {
+                Ok(ks) => {
+                    ok += 1;
+                    assert!(!ks.is_empty());
+                    for s in ks.iter() {
+                        // Every accepted store is reachable at its own URI path.
+                        let path = format!("{}/health", s.uri_path());
+                        assert_eq!(ks.route(&path).unwrap().0.name, s.name);
+                        assert!(s.access_key_ids().all(valid_access_key_id));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    assert!(!msg.contains(SECRET1) && !msg.contains(SECRET2), "{msg}");
+                    match e {
+                        ConfigError::Toml { line, .. } => {
+                            toml_err += 1;
+                            assert!(line <= text.lines().count() + 1, "line {line}");
+                        }
+                        ConfigError::Invalid { field, .. } => {
+                            invalid += 1;
+                            assert!(!field.is_empty());
+                        }
+                        ConfigError::Read { .. } => panic!("parse never reads the TOML file"),
+                    }
+                }
+            }
+        }
+        assert!(
+            ok > 0 && toml_err > 0 && invalid > 0,
+            "{ok} {toml_err} {invalid}"
+        );
+    }
 }

@@ -945,4 +945,214 @@ mod tests {
             );
         }
     }
+
+    /// Seeded xorshift64* generator so every fuzz case reproduces (not for secrets).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// SigV4-significant bytes plus hostile ones (non-ASCII, DEL, tab).
+    const ALPHABET: &[u8] = b"AWS4-HMAC-SHA256 Credential=/,;SignedHeaders=Signature=0123456789abcdefT Z\t\x7f\xc3\xa9\xff";
+
+    fn mutate(valid: &[u8], rng: &mut Rng) -> Vec<u8> {
+        let mut m = valid.to_vec();
+        for _ in 0..=rng.below(3) {
+            let pick = ALPHABET[rng.below(ALPHABET.len())];
+            match rng.below(6) {
+                0 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m[i] ^= 1 << rng.below(8);
+                }
+                1 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m[i] = pick;
+                }
+                2 => {
+                    let i = rng.below(m.len() + 1);
+                    m.insert(i, pick);
+                }
+                3 if !m.is_empty() => {
+                    let i = rng.below(m.len());
+                    m.remove(i);
+                }
+                4 => {
+                    let cut = rng.below(m.len() + 1);
+                    m.truncate(cut);
+                }
+                _ => {
+                    let a = rng.below(m.len() + 1);
+                    let b = a + rng.below(m.len() - a + 1);
+                    let dup = m[a..b].to_vec();
+                    let at = rng.below(m.len() + 1);
+                    m.splice(at..at, dup);
+                }
+            }
+        }
+        m
+    }
+
+    fn without_whitespace(b: &[u8]) -> Vec<u8> {
+        b.iter()
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect()
+    }
+
+    /// Runs `verify` on the vanilla GET suite request with the given raw header values
+    /// (`None`: header absent); values the `http` crate refuses are reported as `None`.
+    fn verify_raw(
+        auth: Option<&[u8]>,
+        date: Option<&[u8]>,
+        extra_auth: bool,
+    ) -> Option<Result<(), AuthError>> {
+        let mut map = headers(&[("host", "example.amazonaws.com")]);
+        for (name, value) in [("authorization", auth), ("x-amz-date", date)] {
+            if let Some(v) = value {
+                map.append(name, HeaderValue::from_bytes(v).ok()?);
+            }
+        }
+        if extra_auth {
+            map.append("authorization", HeaderValue::from_static("x"));
+        }
+        let uri: Uri = "/".parse().unwrap();
+        let req = SignedRequest {
+            method: &Method::GET,
+            uri: &uri,
+            headers: &map,
+            body: b"",
+        };
+        Some(verify(&req, &suite_params(), &suite_secret).map(|_| ()))
+    }
+
+    const VANILLA_SIG: &str = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+
+    #[test]
+    fn mutated_authorization_and_date_headers_never_verify() {
+        let auth = suite_auth("host;x-amz-date", VANILLA_SIG);
+        assert_eq!(
+            verify_raw(Some(auth.as_bytes()), Some(SUITE_DATE.as_bytes()), false),
+            Some(Ok(()))
+        );
+        let mut rng = Rng(0x5194_0001);
+        let mut reached = 0;
+        for case in 0..4000 {
+            let (a, d) = match case % 3 {
+                0 => (
+                    mutate(auth.as_bytes(), &mut rng),
+                    SUITE_DATE.as_bytes().to_vec(),
+                ),
+                1 => (
+                    auth.as_bytes().to_vec(),
+                    mutate(SUITE_DATE.as_bytes(), &mut rng),
+                ),
+                _ => (
+                    mutate(auth.as_bytes(), &mut rng),
+                    mutate(SUITE_DATE.as_bytes(), &mut rng),
+                ),
+            };
+            let Some(outcome) = verify_raw(Some(&a), Some(&d), case % 97 == 0) else {
+                continue;
+            };
+            reached += 1;
+            if outcome.is_ok() {
+                // Only whitespace the parser trims (around parameters) may differ.
+                assert_eq!(without_whitespace(&a), without_whitespace(auth.as_bytes()));
+                assert_eq!(d, SUITE_DATE.as_bytes());
+                assert!(case % 97 != 0, "duplicate Authorization accepted");
+            }
+        }
+        assert!(reached > 3000, "most mutations are valid header values");
+    }
+
+    #[test]
+    fn random_authorization_and_date_headers_are_refused() {
+        let mut rng = Rng(0x5194_0002);
+        for case in 0..4000 {
+            let n = rng.below(200);
+            let mut a: Vec<u8> = (0..n)
+                .map(|_| ALPHABET[rng.below(ALPHABET.len())])
+                .collect();
+            if case % 2 == 0 {
+                a.splice(0..0, b"AWS4-HMAC-SHA256 ".iter().copied());
+            }
+            let n = rng.below(20);
+            let d: Vec<u8> = if case % 4 == 0 {
+                // Calendar-shaped garbage: digits with T and Z in place.
+                (0..16)
+                    .map(|i| match i {
+                        8 => b'T',
+                        15 => b'Z',
+                        _ => b'0' + rng.below(10) as u8,
+                    })
+                    .collect()
+            } else {
+                (0..n).map(|_| rng.next() as u8).collect()
+            };
+            let absent = rng.below(8);
+            let outcome = verify_raw(
+                (absent != 0).then_some(&a[..]),
+                (absent != 1).then_some(&d[..]),
+                false,
+            );
+            if let Some(outcome) = outcome {
+                assert!(outcome.is_err());
+            }
+        }
+        // An over-long header is refused before any parsing work.
+        let long = format!(
+            "{}{}",
+            suite_auth("host;x-amz-date", VANILLA_SIG),
+            " ".repeat(MAX_AUTHORIZATION_LEN)
+        );
+        assert_eq!(
+            verify_raw(Some(long.as_bytes()), Some(SUITE_DATE.as_bytes()), false),
+            Some(Err(AuthError::Malformed("Authorization too long")))
+        );
+    }
+
+    #[test]
+    fn parse_amz_date_on_shaped_garbage_is_typed() {
+        let mut rng = Rng(0x5194_0003);
+        let mut accepted = 0;
+        for _ in 0..5000 {
+            let v: String = (0..16)
+                .map(|i| match i {
+                    8 => 'T',
+                    15 => 'Z',
+                    _ => char::from(b'0' + rng.below(10) as u8),
+                })
+                .collect();
+            match parse_amz_date(&v) {
+                Ok(t) => {
+                    // Accepted dates are real calendar dates at or after the epoch.
+                    let secs = t.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                    let dt = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
+                    let back = format!(
+                        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                        dt.year(),
+                        u8::from(dt.month()),
+                        dt.day(),
+                        dt.hour(),
+                        dt.minute(),
+                        dt.second()
+                    );
+                    assert_eq!(back, v);
+                    accepted += 1;
+                }
+                Err(e) => assert_eq!(e, AuthError::Malformed("X-Amz-Date")),
+            }
+        }
+        assert!(accepted > 0, "some shaped strings are real dates");
+    }
 }
