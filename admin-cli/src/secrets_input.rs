@@ -292,4 +292,80 @@ mod tests {
         let r = reader("secret-material-xyz\n");
         assert!(!format!("{r:?}").contains("secret-material"));
     }
+
+    /// Seeded xorshift64* generator so every fuzz case reproduces (not for secrets).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Line endings, NULs, invalid and valid UTF-8 pieces, and ordinary text.
+    const ALPHABET: &[u8] = b"aZ9 \n\r\x00\t\xff\xfe\x80\xc3\xa9\xe2\x82\xac";
+
+    /// Reads lines from random bytes until an error, checking each outcome against a model of
+    /// the documented behaviour: a line is the bytes up to the first newline (trailing CR/LF
+    /// removed), read through a bounded window; empty input ends early; invalid UTF-8 and
+    /// over-long lines are usage errors whose messages never echo the input.
+    #[test]
+    fn random_passphrase_fd_bytes_give_a_line_or_a_usage_error() {
+        let mut rng = Rng(0xad31_0001);
+        let window = MAX_PASSPHRASE_BYTES + 3;
+        let (mut lines, mut errors) = (0, 0);
+        for case in 0..3000 {
+            let mut input: Vec<u8> = Vec::new();
+            if case % 10 == 0 {
+                // Around the length limit.
+                let n = MAX_PASSPHRASE_BYTES - 4 + rng.below(10);
+                input.extend(std::iter::repeat_n(b'p', n));
+            }
+            let n = rng.below(40);
+            input.extend((0..n).map(|_| ALPHABET[rng.below(ALPHABET.len())]));
+            let mut src = Cursor::new(input.clone());
+            let mut rest = &input[..];
+            for _ in 0..6 {
+                let window_bytes = &rest[..rest.len().min(window)];
+                let raw = match window_bytes.iter().position(|&b| b == b'\n') {
+                    Some(i) => &window_bytes[..=i],
+                    None => window_bytes,
+                };
+                match read_line(&mut src) {
+                    Ok(line) => {
+                        lines += 1;
+                        let mut want = std::str::from_utf8(raw).unwrap();
+                        want = want.trim_end_matches(['\r', '\n']);
+                        assert_eq!(line.as_str(), want);
+                        assert!(line.len() <= MAX_PASSPHRASE_BYTES + 2);
+                        rest = &rest[raw.len()..];
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        assert_eq!(e.kind().code(), 1);
+                        let msg = e.to_string();
+                        if raw.is_empty() {
+                            assert!(msg.contains("ended early"), "{msg}");
+                        } else if std::str::from_utf8(raw).is_err() {
+                            assert!(msg.starts_with("cannot read a passphrase line"), "{msg}");
+                        } else {
+                            assert!(raw.len() > MAX_PASSPHRASE_BYTES + 2, "{msg}");
+                            assert!(msg.contains("too long"), "{msg}");
+                        }
+                        // Fixed messages only: no input bytes are echoed.
+                        assert!(!msg.contains("ppp"), "{msg}");
+                        break;
+                    }
+                }
+            }
+        }
+        assert!(lines > 300 && errors > 1000, "{lines} {errors}");
+    }
 }
