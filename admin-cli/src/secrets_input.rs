@@ -146,6 +146,11 @@ fn read_line(r: &mut dyn BufRead) -> CliResult<Zeroizing<String>> {
     while line.ends_with('\n') || line.ends_with('\r') {
         line.pop();
     }
+    // Checked again without the line ending: the bound above allows for "\r\n" but does not
+    // know whether the last bytes were one.
+    if line.len() > MAX_PASSPHRASE_BYTES {
+        return Err(CliError::usage("passphrase too long (max 1024 bytes)"));
+    }
     Ok(line)
 }
 
@@ -201,6 +206,15 @@ mod tests {
             src.position()
         );
         // The longest accepted line still reads, with either line ending.
+        // Exactly one byte too long, whatever the line ending (or none at the end of input).
+        for end in ["", "\n", "\r\n"] {
+            let long = format!("{}{end}", "c".repeat(MAX_PASSPHRASE_BYTES + 1));
+            let mut src = std::io::Cursor::new(long.into_bytes());
+            assert!(
+                read_line(&mut src).is_err(),
+                "accepted 1025 bytes ending {end:?}"
+            );
+        }
         let ok = format!("{}\r\n", "b".repeat(MAX_PASSPHRASE_BYTES));
         let mut src = Cursor::new(ok.into_bytes());
         assert_eq!(read_line(&mut src).unwrap().len(), MAX_PASSPHRASE_BYTES);
@@ -315,7 +329,8 @@ mod tests {
     /// Reads lines from random bytes until an error, checking each outcome against a model of
     /// the documented behaviour: a line is the bytes up to the first newline (trailing CR/LF
     /// removed), read through a bounded window; empty input ends early; invalid UTF-8 and
-    /// over-long lines are usage errors whose messages never echo the input.
+    /// over-long lines (more than 1024 bytes without the line ending) are usage errors whose
+    /// messages never echo the input.
     #[test]
     fn random_passphrase_fd_bytes_give_a_line_or_a_usage_error() {
         let mut rng = Rng(0xad31_0001);
@@ -344,7 +359,7 @@ mod tests {
                         let mut want = std::str::from_utf8(raw).unwrap();
                         want = want.trim_end_matches(['\r', '\n']);
                         assert_eq!(line.as_str(), want);
-                        assert!(line.len() <= MAX_PASSPHRASE_BYTES + 2);
+                        assert!(line.len() <= MAX_PASSPHRASE_BYTES);
                         rest = &rest[raw.len()..];
                     }
                     Err(e) => {
@@ -356,7 +371,14 @@ mod tests {
                         } else if std::str::from_utf8(raw).is_err() {
                             assert!(msg.starts_with("cannot read a passphrase line"), "{msg}");
                         } else {
-                            assert!(raw.len() > MAX_PASSPHRASE_BYTES + 2, "{msg}");
+                            let trimmed = std::str::from_utf8(raw)
+                                .unwrap()
+                                .trim_end_matches(['\r', '\n']);
+                            assert!(
+                                raw.len() > MAX_PASSPHRASE_BYTES + 2
+                                    || trimmed.len() > MAX_PASSPHRASE_BYTES,
+                                "{msg}"
+                            );
                             assert!(msg.contains("too long"), "{msg}");
                         }
                         // Fixed messages only: no input bytes are echoed.
