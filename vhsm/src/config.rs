@@ -69,6 +69,28 @@ pub struct Config {
     /// Development-only switches; never set in production.
     #[serde(default)]
     pub dev: DevConfig,
+    /// Optional local Unix-socket listener (peer uid -> role); absent = TCP/mTLS only.
+    #[serde(default)]
+    pub unix: Option<UnixConfig>,
+}
+
+/// `[unix]`: a local Unix-socket listener serving the same services; the kernel authenticates
+/// the peer (SO_PEERCRED) and its uid selects the role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnixConfig {
+    /// Absolute socket path; created 0o660 (the parent directory must exist); a stale socket
+    /// file is removed at start.
+    pub path: PathBuf,
+    /// Peer uids granted the `crypto` role.
+    #[serde(default)]
+    pub crypto_uids: Vec<u32>,
+    /// Peer uids granted the `admin` role.
+    #[serde(default)]
+    pub admin_uids: Vec<u32>,
+    /// Peer uids granted the `auditor` role.
+    #[serde(default)]
+    pub auditor_uids: Vec<u32>,
 }
 
 /// `[runtime]`.
@@ -270,6 +292,9 @@ impl Config {
         check_file("tls.key", &self.tls.key)?;
         check_file("tls.client_ca", &self.tls.client_ca)?;
         self.validate_roles()?;
+        if let Some(unix) = &self.unix {
+            unix.validate()?;
+        }
         if self.seal.partial_unseal_timeout_secs == 0 {
             return Err(ConfigError::invalid(
                 "seal.partial_unseal_timeout_secs",
@@ -348,6 +373,54 @@ impl Config {
                 "roles.admin",
                 "at least one name is needed (no one could initialize or unseal)",
             ));
+        }
+        Ok(())
+    }
+}
+
+impl UnixConfig {
+    /// Checks the socket path and that no uid is listed twice.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.path.is_absolute() {
+            return Err(ConfigError::invalid(
+                "unix.path",
+                "must be an absolute path",
+            ));
+        }
+        if self.path.file_name().is_none() {
+            return Err(ConfigError::invalid("unix.path", "must name a socket file"));
+        }
+        // sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+        if self.path.as_os_str().len() > 107 {
+            return Err(ConfigError::invalid(
+                "unix.path",
+                "must be at most 107 bytes long",
+            ));
+        }
+        match self.path.parent().map(std::fs::metadata) {
+            Some(Ok(m)) if m.is_dir() => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    "unix.path",
+                    "parent directory does not exist",
+                ))
+            }
+        }
+        let lists: [(&'static str, &Vec<u32>); 3] = [
+            ("unix.crypto_uids", &self.crypto_uids),
+            ("unix.admin_uids", &self.admin_uids),
+            ("unix.auditor_uids", &self.auditor_uids),
+        ];
+        let mut seen: BTreeMap<u32, &'static str> = BTreeMap::new();
+        for (field, uids) in lists {
+            for uid in uids {
+                if let Some(other) = seen.insert(*uid, field) {
+                    return Err(ConfigError::invalid(
+                        field,
+                        format!("uid {uid} is already listed in {other}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -567,6 +640,71 @@ auditor = ["auditor"]
         // Only the PKI files are missing on a build machine.
         let err = c.validate().unwrap_err();
         assert!(err.to_string().starts_with("tls."), "{err}");
+    }
+
+    #[test]
+    fn unix_section_is_optional_and_validated() {
+        let (d, text) = with_files();
+        assert!(Config::parse(&text).unwrap().unix.is_none());
+        let sock = d.path().join("vhsmd.sock");
+        let ok = format!(
+            "{text}\n[unix]\npath = \"{}\"\ncrypto_uids = [998]\nadmin_uids = [0]\n",
+            sock.display()
+        );
+        let c = Config::parse(&ok).unwrap();
+        c.validate().unwrap();
+        let u = c.unix.as_ref().unwrap();
+        assert_eq!(u.crypto_uids, [998]);
+        assert_eq!(u.admin_uids, [0]);
+        assert!(u.auditor_uids.is_empty());
+
+        let c = Config::parse(&format!("{text}\n[unix]\npath = \"run/vhsmd.sock\"\n")).unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.to_string(), "unix.path: must be an absolute path");
+        let c = Config::parse(&format!(
+            "{text}\n[unix]\npath = \"/nonexistent-dir/vhsmd.sock\"\n"
+        ))
+        .unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "unix.path");
+        let long = format!("/{}", "a".repeat(120));
+        let c = Config::parse(&format!("{text}\n[unix]\npath = \"{long}\"\n")).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "unix.path");
+        let c = Config::parse(&format!("{text}\n[unix]\npath = \"/\"\n")).unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "unix.path");
+    }
+
+    #[test]
+    fn unix_duplicate_uid_across_roles_is_refused() {
+        let (d, text) = with_files();
+        let sock = d.path().join("vhsmd.sock");
+        let c = Config::parse(&format!(
+            "{text}\n[unix]\npath = \"{}\"\ncrypto_uids = [998]\nauditor_uids = [5, 998]\n",
+            sock.display()
+        ))
+        .unwrap();
+        let err = c.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unix.auditor_uids: uid 998 is already listed in unix.crypto_uids"
+        );
+        let c = Config::parse(&format!(
+            "{text}\n[unix]\npath = \"{}\"\nadmin_uids = [0, 0]\n",
+            sock.display()
+        ))
+        .unwrap();
+        assert_eq!(field_of(c.validate().unwrap_err()), "unix.admin_uids");
+        let err = Config::parse(&format!(
+            "{text}\n[unix]\npath = \"{}\"\nmode = 438\n",
+            sock.display()
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("mode"), "{err}");
+        let err = Config::parse(&format!(
+            "{text}\n[unix]\npath = \"{}\"\ncrypto_uids = [-1]\n",
+            sock.display()
+        ))
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)));
     }
 
     #[test]

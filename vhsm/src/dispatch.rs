@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use vhsm_core::{Error, Reason, Vhsm};
 
@@ -52,8 +53,13 @@ impl Dispatcher {
         &self.node_id
     }
 
-    /// The caller of a request, from its verified TLS client certificate.
+    /// The caller of a request: on the Unix-socket listener from the kernel-reported peer uid,
+    /// otherwise from its verified TLS client certificate.
     pub fn caller<T>(&self, request: &Request<T>) -> Caller {
+        // Only the server's connection layer inserts UdsConnectInfo (the UDS listener).
+        if let Some(uds) = request.extensions().get::<UdsConnectInfo>() {
+            return self.roles.identify_uid(uds.peer_cred.map(|c| c.uid()));
+        }
         let certs = request.peer_certs();
         let leaf = certs.as_ref().and_then(|c| c.first()).map(|c| c.as_ref());
         self.roles.identify(leaf)

@@ -1,4 +1,5 @@
-//! Maps a verified client certificate (subject CN, DNS SANs) to a caller identity and role.
+//! Maps a verified client certificate (subject CN, DNS SANs) or a Unix-socket peer uid to a
+//! caller identity and role.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -6,7 +7,7 @@ use std::fmt;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::RolesConfig;
+use crate::config::{RolesConfig, UnixConfig};
 
 /// What a client certificate is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,10 +56,11 @@ impl Caller {
 /// Longest identity kept for logs and audit records.
 const MAX_IDENTITY_LEN: usize = 128;
 
-/// The `[roles]` table as a lookup map.
+/// The `[roles]` table (and the `[unix]` uid lists) as lookup maps.
 #[derive(Debug, Clone, Default)]
 pub struct RoleMap {
     by_name: HashMap<String, Role>,
+    by_uid: HashMap<u32, Role>,
 }
 
 impl RoleMap {
@@ -74,7 +76,40 @@ impl RoleMap {
                 by_name.insert(n.clone(), role);
             }
         }
-        RoleMap { by_name }
+        RoleMap {
+            by_name,
+            by_uid: HashMap::new(),
+        }
+    }
+
+    /// Adds the `[unix]` peer-uid lists (validated: each uid in one list only).
+    #[must_use]
+    pub fn with_unix(mut self, unix: &UnixConfig) -> RoleMap {
+        for (role, uids) in [
+            (Role::Crypto, &unix.crypto_uids),
+            (Role::Admin, &unix.admin_uids),
+            (Role::Auditor, &unix.auditor_uids),
+        ] {
+            for uid in uids {
+                self.by_uid.insert(*uid, role);
+            }
+        }
+        self
+    }
+
+    /// Identifies a Unix-socket peer by its kernel-reported uid (`None` if the credentials
+    /// could not be read): identity `uid:<n>`, role from the `[unix]` lists.
+    pub fn identify_uid(&self, uid: Option<u32>) -> Caller {
+        match uid {
+            Some(uid) => Caller {
+                identity: format!("uid:{uid}"),
+                role: self.by_uid.get(&uid).copied(),
+            },
+            None => Caller {
+                identity: "unknown".to_owned(),
+                role: None,
+            },
+        }
     }
 
     /// The role of one certificate name, if listed.
@@ -236,6 +271,28 @@ mod tests {
         assert_eq!(m.identify(None).role, None);
         assert_eq!(m.identify(Some(b"not a certificate")).role, None);
         assert_eq!(m.identify(Some(&cert(None, &[]))).identity, "unknown");
+    }
+
+    #[test]
+    fn peer_uid_maps_to_role() {
+        let m = map().with_unix(&UnixConfig {
+            path: "/run/vhsm/vhsmd.sock".into(),
+            crypto_uids: vec![998],
+            admin_uids: vec![0],
+            auditor_uids: vec![1001],
+        });
+        let c = m.identify_uid(Some(998));
+        assert_eq!(c.role, Some(Role::Crypto));
+        assert_eq!(c.identity, "uid:998");
+        assert_eq!(m.identify_uid(Some(0)).role, Some(Role::Admin));
+        assert_eq!(m.identify_uid(Some(1001)).role, Some(Role::Auditor));
+        let unmapped = m.identify_uid(Some(4242));
+        assert_eq!(unmapped.role, None);
+        assert_eq!(unmapped.identity, "uid:4242");
+        assert_eq!(m.identify_uid(None).role, None);
+        // Certificate names never leak into uid lookups and vice versa.
+        assert_eq!(map().identify_uid(Some(0)).role, None);
+        assert_eq!(m.identify(Some(&cert(Some("998"), &[]))).role, None);
     }
 
     #[test]

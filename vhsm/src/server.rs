@@ -1,11 +1,14 @@
-//! Starts vhsmd on a bound listener: store, core, mTLS gRPC services, reaper, graceful stop.
+//! Starts vhsmd on a bound listener: store, core, mTLS gRPC services (plus the optional local
+//! Unix-socket listener), reaper, graceful stop.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
 use vhsm_core::{KdfParams, Options, OsRandom, Reason, SealState, StorageError, SystemClock, Vhsm};
 use vhsm_proto::v1::admin_server::AdminServer;
@@ -49,6 +52,9 @@ pub enum ServeError {
     /// Socket error.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The `[unix]` socket could not be created.
+    #[error("unix.path: {0}")]
+    UnixSocket(String),
 }
 
 /// Core options from the config (`[dev] insecure_fast_kdf` selects test KDF parameters).
@@ -82,10 +88,13 @@ pub struct Daemon {
     tls: tonic::transport::ServerTlsConfig,
     storage: Arc<SledStorage>,
     vhsm: Arc<Vhsm>,
+    /// The bound `[unix]` socket and its path, if configured.
+    unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
 }
 
 impl Daemon {
-    /// Loads TLS, creates `data_dir` (0o700), opens the store and the core.
+    /// Loads TLS, creates `data_dir` (0o700), opens the store and the core, binds the `[unix]`
+    /// socket if configured.
     ///
     /// `config` must be validated ([`Config::load`] does it).
     pub fn open(config: &Config) -> Result<Daemon, ServeError> {
@@ -109,11 +118,17 @@ impl Daemon {
             core_options(config),
         )
         .map_err(ServeError::Core)?;
+        // Bound last, once nothing else can fail, so a refused start leaves no socket behind.
+        let unix = match &config.unix {
+            Some(u) => Some((bind_unix_socket(&u.path)?, u.path.clone())),
+            None => None,
+        };
         Ok(Daemon {
             config: config.clone(),
             tls,
             storage,
             vhsm: Arc::new(vhsm),
+            unix,
         })
     }
 
@@ -133,10 +148,18 @@ impl Daemon {
             tls,
             storage,
             vhsm,
+            unix,
         } = self;
+        let unix_listener = match unix {
+            Some((listener, path)) => Some((tokio::net::UnixListener::from_std(listener)?, path)),
+            None => None,
+        };
         let dispatcher = Arc::new(Dispatcher::new(
             Arc::clone(&vhsm),
-            RoleMap::from_config(&config.roles),
+            match &config.unix {
+                Some(u) => RoleMap::from_config(&config.roles).with_unix(u),
+                None => RoleMap::from_config(&config.roles),
+            },
             config.node_id.clone(),
         ));
         let reaper = tokio::spawn(crate::reaper::run(
@@ -146,22 +169,53 @@ impl Daemon {
 
         let addr = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let router = Server::builder()
-            .tls_config(tls)?
-            .add_service(
-                CryptoServer::new(CryptoService::new(Arc::clone(&dispatcher)))
-                    .max_decoding_message_size(MAX_CRYPTO_MESSAGE),
-            )
-            .add_service(
-                AdminServer::new(AdminService::new(Arc::clone(&dispatcher)))
-                    .max_decoding_message_size(MAX_ADMIN_MESSAGE)
-                    .max_encoding_message_size(MAX_ADMIN_MESSAGE),
-            );
+        let tcp_router = add_services(Server::builder().tls_config(tls)?, &dispatcher);
+        let unix = unix_listener
+            .map(|(listener, path)| (listener, add_services(Server::builder(), &dispatcher), path));
         drop(dispatcher);
         tracing::info!(node_id = %config.node_id, "vhsmd listening on {addr}");
-        let served = router
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+
+        // One stop signal for both listeners: the caller's shutdown, or either server failing.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let signal_tx = Arc::clone(&stop_tx);
+        let signal = async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = signal_tx.closed() => {}
+            }
+            signal_tx.send_replace(true);
+        };
+        let tcp_tx = Arc::clone(&stop_tx);
+        let tcp_rx = stop_rx.clone();
+        let tcp = async move {
+            let r = tcp_router
+                .serve_with_incoming_shutdown(incoming, stopped(tcp_rx))
+                .await;
+            tcp_tx.send_replace(true);
+            r
+        };
+        let uds_tx = Arc::clone(&stop_tx);
+        drop(stop_tx);
+        let uds = async move {
+            let Some((listener, router, path)) = unix else {
+                return Ok(());
+            };
+            tracing::info!("vhsmd listening on unix:{}", path.display());
+            let r = router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx))
+                .await;
+            uds_tx.send_replace(true);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(error = %e, "removing the unix socket at shutdown failed");
+            }
+            r
+        };
+        let ((), tcp_served, uds_served) = tokio::join!(signal, tcp, uds);
+        let served = tcp_served.and(uds_served);
         tracing::info!("vhsmd stopping: sealing and flushing the store");
 
         reaper.abort();
@@ -173,6 +227,61 @@ impl Daemon {
         served?;
         Ok(())
     }
+}
+
+/// Both services over one dispatcher, with their message size limits.
+fn add_services(mut server: Server, dispatcher: &Arc<Dispatcher>) -> Router {
+    server
+        .add_service(
+            CryptoServer::new(CryptoService::new(Arc::clone(dispatcher)))
+                .max_decoding_message_size(MAX_CRYPTO_MESSAGE),
+        )
+        .add_service(
+            AdminServer::new(AdminService::new(Arc::clone(dispatcher)))
+                .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+                .max_encoding_message_size(MAX_ADMIN_MESSAGE),
+        )
+}
+
+/// Binds the `[unix]` socket: a stale socket file is replaced, a live one (another daemon
+/// answering) or a non-socket file is refused; the socket is made 0o660.
+fn bind_unix_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, ServeError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::UnixSocket(format!(
+                    "{} is in use by another process",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path).map_err(|e| {
+                ServeError::UnixSocket(format!("cannot remove stale {}: {e}", path.display()))
+            })?;
+        }
+        Ok(_) => {
+            return Err(ServeError::UnixSocket(format!(
+                "{} exists and is not a socket",
+                path.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ServeError::UnixSocket(format!(
+                "cannot inspect {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| ServeError::UnixSocket(format!("cannot bind {}: {e}", path.display())))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ServeError::UnixSocket(format!("cannot configure {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(|e| {
+        ServeError::UnixSocket(format!("cannot set mode of {}: {e}", path.display()))
+    })?;
+    Ok(listener)
 }
 
 /// Opens the daemon ([`Daemon::open`]) and serves on `listener` until `shutdown` resolves

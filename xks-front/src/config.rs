@@ -133,10 +133,25 @@ pub struct VhsmConfig {
 pub struct NodeConfig {
     /// Node id reported in `ekmFleetDetails`.
     pub id: String,
-    /// `https://host:port`.
+    /// `https://host:port` (mTLS), or `unix:/absolute/path` for a co-located vhsmd's `[unix]`
+    /// socket (no TLS: vhsmd authenticates our uid through the kernel).
     pub endpoint: String,
-    /// TLS name expected in the node's certificate.
+    /// TLS name expected in the node's certificate (required for `https://`, ignored for
+    /// `unix:`).
+    #[serde(default)]
     pub server_name: String,
+}
+
+/// Longest Unix socket path (`sockaddr_un.sun_path` is 108 bytes with the NUL).
+pub const MAX_UNIX_PATH_LEN: usize = 107;
+
+impl NodeConfig {
+    /// The socket path of a `unix:/absolute/path` endpoint, `None` for `https://`.
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        self.endpoint
+            .strip_prefix("unix:")
+            .map(std::path::Path::new)
+    }
 }
 
 /// `[limits]`.
@@ -275,10 +290,22 @@ impl Config {
             if !seen.insert(n.id.as_str()) {
                 return Err(invalid(format!("vhsm.nodes[{i}].id"), "duplicate node id"));
             }
+            if let Some(path) = n.unix_path() {
+                if !path.is_absolute()
+                    || path.file_name().is_none()
+                    || path.as_os_str().len() > MAX_UNIX_PATH_LEN
+                {
+                    return Err(invalid(
+                        format!("vhsm.nodes[{i}].endpoint"),
+                        "must be an https:// URI or unix:/absolute/path (at most 107 bytes)",
+                    ));
+                }
+                continue;
+            }
             if !n.endpoint.starts_with("https://") || n.endpoint.parse::<http::Uri>().is_err() {
                 return Err(invalid(
                     format!("vhsm.nodes[{i}].endpoint"),
-                    "must be an https:// URI",
+                    "must be an https:// URI or unix:/absolute/path",
                 ));
             }
             if n.server_name.is_empty() {
@@ -403,6 +430,28 @@ max_concurrency = 1024
             let e = err_of(&GOOD.replace(from, to));
             assert!(e.contains(field), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn unix_node_endpoints() {
+        let unix = GOOD.replace(
+            "endpoint = \"https://127.0.0.1:7443\"\nserver_name = \"vhsmd\"",
+            "endpoint = \"unix:/run/vhsm/vhsmd.sock\"",
+        );
+        let c = parse(&unix).unwrap();
+        assert_eq!(
+            c.vhsm.nodes[0].unix_path(),
+            Some(Path::new("/run/vhsm/vhsmd.sock"))
+        );
+        assert_eq!(parse(GOOD).unwrap().vhsm.nodes[0].unix_path(), None);
+        let long = format!("unix:/{}", "a".repeat(120));
+        for bad in ["unix:run/vhsmd.sock", "unix:", "unix:/", long.as_str()] {
+            let e = err_of(&unix.replace("unix:/run/vhsm/vhsmd.sock", bad));
+            assert!(e.contains("vhsm.nodes[0].endpoint"), "{bad}: {e}");
+        }
+        // An https node still needs its TLS name.
+        let no_name = GOOD.replace("server_name = \"vhsmd\"", "");
+        assert!(err_of(&no_name).contains("vhsm.nodes[0].server_name"));
     }
 
     #[test]

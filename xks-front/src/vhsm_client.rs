@@ -126,6 +126,24 @@ fn read_pem(field: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Clie
     })
 }
 
+/// A lazily connected channel to a co-located vhsmd over its Unix socket (no TLS: vhsmd
+/// authenticates our uid with SO_PEERCRED). The URI is a placeholder; the connector ignores it.
+fn unix_channel(path: std::path::PathBuf, deadline_ms: u64) -> Channel {
+    let path = std::sync::Arc::new(path);
+    Endpoint::from_static("http://vhsmd.local")
+        .connect_timeout(Duration::from_millis(deadline_ms))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let path = std::sync::Arc::clone(&path);
+            async move {
+                let stream = tokio::net::UnixStream::connect(path.as_path()).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+}
+
 /// Builds one `GrpcNode` per configured node (channels connect lazily, on first use).
 pub fn grpc_nodes(cfg: &VhsmConfig) -> Result<Vec<(String, GrpcNode)>, ClientError> {
     let ca = Certificate::from_pem(read_pem("vhsm.ca", &cfg.ca)?);
@@ -138,20 +156,25 @@ pub fn grpc_nodes(cfg: &VhsmConfig) -> Result<Vec<(String, GrpcNode)>, ClientErr
             node: n.id.clone(),
             message: e.to_string(),
         };
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(ca.clone())
-            .identity(identity.clone())
-            .domain_name(n.server_name.clone());
-        let channel = Endpoint::from_shared(n.endpoint.clone())
-            .map_err(bad)?
-            .tls_config(tls)
-            .map_err(bad)?
-            .connect_timeout(Duration::from_millis(cfg.deadline_ms))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = match n.unix_path() {
+            Some(path) => unix_channel(path.to_path_buf(), cfg.deadline_ms),
+            None => {
+                let tls = ClientTlsConfig::new()
+                    .ca_certificate(ca.clone())
+                    .identity(identity.clone())
+                    .domain_name(n.server_name.clone());
+                Endpoint::from_shared(n.endpoint.clone())
+                    .map_err(bad)?
+                    .tls_config(tls)
+                    .map_err(bad)?
+                    .connect_timeout(Duration::from_millis(cfg.deadline_ms))
+                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .keep_alive_while_idle(true)
+                    .tcp_nodelay(true)
+                    .connect_lazy()
+            }
+        };
         out.push((
             n.id.clone(),
             GrpcNode {

@@ -297,3 +297,64 @@ fn missing_client_key_names_the_field() {
     let e = grpc_nodes(&cfg).unwrap_err().to_string();
     assert!(e.contains("vhsm.client_key"), "{e}");
 }
+
+/// A stand-in vhsmd on a Unix socket (no TLS), as vhsmd's `[unix]` listener.
+async fn start_uds_vhsmd(path: &Path, sealed: bool) {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    let server = Server::builder().add_service(CryptoServer::new(FakeVhsmd { sealed }));
+    tokio::spawn(
+        server.serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+}
+
+#[tokio::test]
+async fn unix_node_serves_through_the_ha_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let good = dir.path().join("vhsmd.sock");
+    let sealed = dir.path().join("sealed.sock");
+    let missing = dir.path().join("missing.sock");
+    start_uds_vhsmd(&good, false).await;
+    start_uds_vhsmd(&sealed, true).await;
+    let cfg = vhsm_config(
+        dir.path(),
+        &pki,
+        vec![
+            ("down", format!("unix:{}", missing.display()), ""),
+            ("sealed", format!("unix:{}", sealed.display()), ""),
+            ("good", format!("unix:{}", good.display()), ""),
+        ],
+    );
+    let group = Arc::new(HaGroup::new(grpc_nodes(&cfg).unwrap(), NODE_BACKOFF));
+    for _ in 0..3 {
+        let out = group
+            .encrypt("demo-key", b"hello", b"aad", true, "r-1", deadline())
+            .await
+            .unwrap();
+        assert_eq!(&*out.node, "good");
+        assert_eq!(out.value.ciphertext, xor(b"hello"));
+        assert_eq!(out.value.integrity_value, vec![0x42; 32]);
+    }
+    let e = group
+        .encrypt("disabled-key", b"x", b"", false, "r-2", deadline())
+        .await
+        .unwrap_err();
+    assert_eq!(e, VhsmError::Rejected(Reason::KeyDisabled));
+    let cache = HealthCache::new(group.node_ids());
+    let key: Arc<str> = Arc::from("xks-health");
+    check_all(&group, &cache, None, &key, Duration::from_millis(1000)).await;
+    let mut got: Vec<(String, &str)> = cache
+        .reports(Instant::now())
+        .iter()
+        .map(|r| (r.id.to_string(), r.status.as_xks()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("down".to_string(), "UNAVAILABLE"),
+            ("good".to_string(), "ACTIVE"),
+            ("sealed".to_string(), "UNAVAILABLE"),
+        ]
+    );
+}
