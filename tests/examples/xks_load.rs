@@ -5,6 +5,8 @@
 //! `cargo build --release --bins --examples -p vhsm-e2e -p vhsm -p xks-front -p vhsm-admin &&
 //!  target/release/examples/xks_load [connections] [seconds] [rate]`
 //! `rate` (requests/s in total, 0 = as fast as possible) gives the latency at a fixed load.
+//! `XKS_LOAD_UDS=1` links xks-front to vhsmd over vhsmd's `[unix]` socket instead of
+//! loopback TCP + mTLS.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -34,8 +36,12 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
     let rate: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
 
-    let app =
-        tokio::task::spawn_blocking(|| Appliance::start(&ApplianceOptions::default())).await??;
+    let opts = ApplianceOptions {
+        unix: std::env::var("XKS_LOAD_UDS").is_ok_and(|v| v == "1"),
+        ..ApplianceOptions::default()
+    };
+    let link = if opts.unix { "unix socket" } else { "tcp+mtls" };
+    let app = tokio::task::spawn_blocking(move || Appliance::start(&opts)).await??;
     let xks_dir = app.dir.path().join("xks");
     std::fs::create_dir_all(&xks_dir)?;
     let store = KeyStoreSpec {
@@ -125,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
     let vhsmd_cpu = cpu(cpu_before.0, cpu_after.0);
     let front_cpu = cpu(cpu_before.1, cpu_after.1);
     println!(
-        "connections {connections}, {seconds} s, target rate {}",
+        "link {link}, connections {connections}, {seconds} s, target rate {}",
         if rate == 0 {
             "max".to_string()
         } else {

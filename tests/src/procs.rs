@@ -54,6 +54,28 @@ fn wait_for_port(addr: SocketAddr, child: &mut Child, log: &Path) -> Result<()> 
     )
 }
 
+/// Waits until vhsmd's Unix socket accepts connections (or the process exits).
+fn wait_for_socket(path: &Path, child: &mut Child, log: &Path) -> Result<()> {
+    for _ in 0..500 {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "process exited ({status}) before listening on {}:\n{}",
+                path.display(),
+                read_log(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "timed out waiting for {}:\n{}",
+        path.display(),
+        read_log(log)
+    )
+}
+
 /// The text of a process log (for failure messages).
 pub fn read_log(path: &Path) -> String {
     let mut s = String::new();
@@ -98,13 +120,32 @@ pub struct VhsmdProc {
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The `[unix]` socket (crypto role for this process's uid), if enabled.
+    pub unix_socket: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl VhsmdProc {
     /// Writes a config for `node_id` under `dir` (data in `dir/<node_id>`) and starts vhsmd.
     pub fn start(dir: &Path, pki: &Path, node_id: &str) -> Result<Self> {
+        Self::start_with(dir, pki, node_id, false)
+    }
+
+    /// As [`VhsmdProc::start`]; with `unix`, vhsmd also listens on `dir/<node_id>.sock`
+    /// (`[unix]`), granting the crypto role to this process's uid.
+    pub fn start_with(dir: &Path, pki: &Path, node_id: &str, unix: bool) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
         let port = free_port();
+        let unix_socket = unix.then(|| dir.join(format!("{node_id}.sock")));
+        let unix_toml = match &unix_socket {
+            // The temp dir is ours: its owner is this process's uid.
+            Some(path) => format!(
+                "\n[unix]\npath = \"{}\"\ncrypto_uids = [{}]\n",
+                path.display(),
+                std::fs::metadata(dir)?.uid()
+            ),
+            None => String::new(),
+        };
         let data_dir = dir.join(node_id);
         let config = dir.join(format!("{node_id}.toml"));
         let text = format!(
@@ -130,7 +171,7 @@ min_deletion_waiting_days = 7
 [log]
 format = "json"
 level = "info"
-"#,
+{unix_toml}"#,
             data = data_dir.display(),
             pki = pki.display()
         );
@@ -141,6 +182,7 @@ level = "info"
             config,
             data_dir,
             log: dir.join(format!("{node_id}.log")),
+            unix_socket,
             child: None,
         };
         p.restart()?;
@@ -152,6 +194,9 @@ level = "info"
         let config = self.config.to_string_lossy().to_string();
         let mut child = spawn_logged("vhsmd", &["--config", &config], &self.log)?;
         wait_for_port(self.addr, &mut child, &self.log)?;
+        if let Some(sock) = &self.unix_socket {
+            wait_for_socket(sock, &mut child, &self.log)?;
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -173,6 +218,15 @@ level = "info"
 
     pub fn endpoint(&self) -> String {
         format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    /// The endpoint xks-front uses: `unix:<socket>` when the `[unix]` listener is enabled,
+    /// else [`VhsmdProc::endpoint`].
+    pub fn xks_endpoint(&self) -> String {
+        match &self.unix_socket {
+            Some(p) => format!("unix:{}", p.display()),
+            None => self.endpoint(),
+        }
     }
 
     /// Process id while running.
@@ -240,7 +294,7 @@ impl XksFrontProc {
             nodes_toml.push_str(&format!(
                 "\n[[vhsm.nodes]]\nid = \"{}\"\nendpoint = \"{}\"\nserver_name = \"vhsmd\"\n",
                 n.node_id,
-                n.endpoint()
+                n.xks_endpoint()
             ));
         }
         let text = format!(
@@ -382,6 +436,8 @@ pub struct ApplianceOptions {
     pub nodes: usize,
     pub passphrase: String,
     pub key_ids: Vec<String>,
+    /// Start vhsmd with a `[unix]` listener; xks-front then reaches it over the socket.
+    pub unix: bool,
 }
 
 impl Default for ApplianceOptions {
@@ -390,6 +446,7 @@ impl Default for ApplianceOptions {
             nodes: 1,
             passphrase: "correct horse battery staple".to_string(),
             key_ids: vec!["demo-key".to_string()],
+            unix: false,
         }
     }
 }
@@ -417,10 +474,11 @@ impl Appliance {
         }
         let mut nodes = Vec::new();
         for i in 0..opts.nodes.max(1) {
-            nodes.push(VhsmdProc::start(
+            nodes.push(VhsmdProc::start_with(
                 dir.path(),
                 &pki,
                 &format!("vhsm-{}", i + 1),
+                opts.unix,
             )?);
         }
         let app = Appliance { dir, pki, nodes };

@@ -515,3 +515,64 @@ async fn curl_aws_sigv4_requests_are_accepted() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypt_and_decrypt_over_the_unix_socket_link() {
+    let opts = ApplianceOptions {
+        unix: true,
+        ..ApplianceOptions::default()
+    };
+    let mut app = tokio::task::spawn_blocking(move || Appliance::start(&opts))
+        .await
+        .unwrap()
+        .unwrap();
+    let sock = app.nodes[0].unix_socket.clone().unwrap();
+    assert!(app.nodes[0].xks_endpoint().starts_with("unix:/"));
+    let xks_dir = app.dir.path().join("xks");
+    std::fs::create_dir_all(&xks_dir).unwrap();
+    let front = XksFrontProc::start(
+        &xks_dir,
+        &app.pki,
+        &[&app.nodes[0]],
+        &[store(&[(AKID_1, SECRET_1)])],
+        5,
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(&front.config)
+        .unwrap()
+        .contains(&format!("endpoint = \"unix:{}\"", sock.display())));
+    let client = XksClient::new(front.addr, &app.pki, None, AKID_1, SECRET_1).unwrap();
+
+    let h = client.post(&api("/health"), &health_body()).await.unwrap();
+    assert_eq!(h.status, 200, "{:?}", h.body);
+    assert_eq!(
+        h.body["ekmFleetDetails"][0]["healthStatus"], "ACTIVE",
+        "{:?}",
+        h.body
+    );
+    let plaintext = b"over the unix socket".to_vec();
+    let aad = b"project=nile".to_vec();
+    let enc = client
+        .post(
+            &api("/keys/demo-key/encrypt"),
+            &encrypt_body(&plaintext, &aad),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enc.status, 200, "{:?}", enc.body);
+    let dec = client
+        .post(
+            &api("/keys/demo-key/decrypt"),
+            &decrypt_body(&enc.body, &aad),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dec.status, 200, "{:?}", dec.body);
+    assert_eq!(b64(&dec.body, "plaintext"), plaintext);
+
+    // vhsmd saw the calls from a uid, not a certificate; its socket is gone after stop.
+    app.nodes[0].stop();
+    let log = vhsm_e2e::procs::read_log(&app.nodes[0].log);
+    assert!(log.contains("uid:"), "{log}");
+    assert!(!sock.exists());
+}
