@@ -15,8 +15,8 @@ use vhsm_proto::reason_of;
 use vhsm_proto::v1::admin_client::AdminClient;
 use vhsm_proto::v1::crypto_client::CryptoClient;
 use vhsm_proto::v1::{
-    init_request, CreateKeyRequest, DecryptRequest, EncryptRequest, HealthRequest, InitRequest,
-    KeyUsage, PassphraseMode, Reason, StatusRequest, UnsealRequest,
+    init_request, CreateKeyRequest, DecryptRequest, EncryptRequest, ExportAuditRequest,
+    HealthRequest, InitRequest, KeyUsage, PassphraseMode, Reason, StatusRequest, UnsealRequest,
 };
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -145,6 +145,25 @@ async fn crypto_uid_can_encrypt_but_not_administer() {
             .unwrap_err(),
     );
     denied(as_admin.status(StatusRequest {}).await.unwrap_err());
+
+    // The denial is audited under the uid identity, like a certificate's.
+    let audit = admin
+        .export_audit(ExportAuditRequest {
+            from_seq: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let me = format!("\"uid:{uid}\"");
+    assert!(
+        audit
+            .records
+            .iter()
+            .any(|r| r.contains("Admin/CreateKey") && r.contains(&me)),
+        "{:?}",
+        audit.records
+    );
 
     node.stop().await.unwrap();
     assert!(!sock.exists(), "the socket file is removed on exit");
