@@ -14,6 +14,8 @@ umask 077
 for u in vhsm xks-front; do
   id "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u"
 done
+# xks-front may reach a co-located vhsmd over its [unix] socket (group vhsm, mode 0660).
+usermod -a -G vhsm xks-front
 install -d -m 0700 -o vhsm -g vhsm /var/lib/vhsm /etc/vhsm /etc/vhsm/pki
 install -d -m 0700 -o xks-front -g xks-front /etc/xks-front /etc/xks-front/pki /etc/xks-front/secrets
 install -d -m 0750 /var/log/vhsm /var/log/xks-front
