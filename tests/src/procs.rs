@@ -316,7 +316,7 @@ addr = "127.0.0.1:{metrics_port}"
 ca = "{pki}/ca.crt"
 client_cert = "{pki}/crypto.crt"
 client_key = "{pki}/crypto.key"
-deadline_ms = 200
+deadline_ms = 240
 health_key_id = "xks-health"
 health_cache_secs = {health_cache_secs}
 {nodes_toml}
