@@ -1080,60 +1080,13 @@ secret_file = "s2"
         assert!(Registry::new(dir.path().join("nope.toml")).is_err());
     }
 
-    /// Seeded xorshift64* generator so every fuzz case reproduces (not for secrets).
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use crate::fuzz::Rng;
 
     /// TOML-significant bytes plus hostile ones.
     const ALPHABET: &[u8] = b"[]{}=.,\"'#\\ \t\n0123456789-+_:/*aeksz\x00\x7f\xc3\xa9\xff";
 
     fn mutate(valid: &[u8], rng: &mut Rng) -> Vec<u8> {
-        let mut m = valid.to_vec();
-        for _ in 0..=rng.below(3) {
-            let pick = ALPHABET[rng.below(ALPHABET.len())];
-            match rng.below(6) {
-                0 if !m.is_empty() => {
-                    let i = rng.below(m.len());
-                    m[i] ^= 1 << rng.below(8);
-                }
-                1 if !m.is_empty() => {
-                    let i = rng.below(m.len());
-                    m[i] = pick;
-                }
-                2 => {
-                    let i = rng.below(m.len() + 1);
-                    m.insert(i, pick);
-                }
-                3 if !m.is_empty() => {
-                    let i = rng.below(m.len());
-                    m.remove(i);
-                }
-                4 => {
-                    let cut = rng.below(m.len() + 1);
-                    m.truncate(cut);
-                }
-                _ => {
-                    let a = rng.below(m.len() + 1);
-                    let b = a + rng.below((m.len() - a).min(200) + 1);
-                    let dup = m[a..b].to_vec();
-                    let at = rng.below(m.len() + 1);
-                    m.splice(at..at, dup);
-                }
-            }
-        }
-        m
+        crate::fuzz::mutate(valid, ALPHABET, rng, 200)
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub mod cdiv;
 pub mod config;
 pub mod drain;
 pub mod errors;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod key_manager;
 pub mod keystores;
