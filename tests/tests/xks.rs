@@ -74,6 +74,24 @@ fn health_body() -> Value {
     json!({"requestMetadata": {"kmsRequestId": "h-1", "kmsOperation": "KmsHealthCheck"}})
 }
 
+/// Polls GetHealthStatus with `client`'s credentials until it answers `status` (a reload is
+/// asynchronous); false after 4 s.
+async fn health_status_becomes(client: &XksClient, status: u16) -> bool {
+    for _ in 0..40 {
+        if client
+            .post(&api("/health"), &health_body())
+            .await
+            .unwrap()
+            .status
+            == status
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Polls GetHealthStatus until the first node is ACTIVE. The first deep check runs when
 /// xks-front starts; on a loaded machine it can miss its deadline, and the next one comes a
 /// cache period later, so a single immediate answer may honestly be UNAVAILABLE.
@@ -324,21 +342,10 @@ async fn credential_rotation_with_two_live_credentials_and_reload() {
         .write_keystores(&[store(&[(AKID_1, SECRET_1), (AKID_2, SECRET_2)])])
         .unwrap();
     front.reload();
-    let mut both = false;
-    for _ in 0..40 {
-        if new
-            .post(&api("/health"), &health_body())
-            .await
-            .unwrap()
-            .status
-            == 200
-        {
-            both = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(both, "new credential not live after SIGHUP");
+    assert!(
+        health_status_becomes(&new, 200).await,
+        "new credential not live after SIGHUP"
+    );
     assert_eq!(
         old.post(&api("/health"), &health_body())
             .await
@@ -352,21 +359,10 @@ async fn credential_rotation_with_two_live_credentials_and_reload() {
         .write_keystores(&[store(&[(AKID_2, SECRET_2)])])
         .unwrap();
     front.reload();
-    let mut gone = false;
-    for _ in 0..40 {
-        if old
-            .post(&api("/health"), &health_body())
-            .await
-            .unwrap()
-            .status
-            == 401
-        {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(gone, "old credential still accepted after removal");
+    assert!(
+        health_status_becomes(&old, 401).await,
+        "old credential still accepted after removal"
+    );
     assert_eq!(
         new.post(&api("/health"), &health_body())
             .await
