@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vhsm/v1/common.proto",
         "vhsm/v1/crypto.proto",
         "vhsm/v1/admin.proto",
+        "vhsm/v1/peer.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

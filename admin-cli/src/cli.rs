@@ -169,6 +169,57 @@ of the target, exactly like `unseal`. Key material never leaves the appliances i
     /// AWS KMS external key store (XKS) proxy configuration.
     #[command(subcommand)]
     Xks(XksCommand),
+
+    /// The replicated HA group: status, add and remove nodes.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Members, leader, term, commit/applied index, and whether this node serves crypto.
+    #[command(
+        long_about = "Show the replicated group as the node at --endpoint sees it.\n\nAny role may run it, and it answers without a quorum, so it is the first thing to run in an \
+outage: the leader (none during an election or a quorum loss), each member and its role, the \
+replication progress (on the leader), and whether this node holds a read lease and may serve \
+crypto (and why not)."
+    )]
+    Status,
+    /// Add a node that was started empty with `[cluster] bootstrap = false`.
+    #[command(
+        long_about = "Add a node to the group.\n\nStart the new node first, empty, with `[cluster] bootstrap = false` (it waits). Then run this \
+against any member with the new node's peer address. The node joins as a learner, receives the \
+store (the log, or a snapshot), and is promoted to voter once it caught up. It is sealed: \
+unseal it with `vhsm-admin --endpoint NEW unseal` (the same passphrase or custodian shares as \
+the rest of the group). Add one node at a time."
+    )]
+    AddNode(AddNodeArgs),
+    /// Remove a member by its raft id (see `cluster status`).
+    #[command(
+        long_about = "Remove a member from the group.\n\nRun against any member. The node stops being replicated to and stops serving within the lease. \
+A removed node never rejoins under its old id: wipe its data_dir and add it again."
+    )]
+    RemoveNode(RemoveNodeArgs),
+}
+
+/// `cluster add-node` arguments.
+#[derive(Debug, Args)]
+pub struct AddNodeArgs {
+    /// The new node's peer address, as the other nodes reach it (https://host:port).
+    #[arg(long, value_name = "URL")]
+    pub address: String,
+    /// Keep it a non-voting learner.
+    #[arg(long)]
+    pub learner: bool,
+}
+
+/// `cluster remove-node` arguments.
+#[derive(Debug, Args)]
+pub struct RemoveNodeArgs {
+    /// Raft id of the member to remove.
+    #[arg(long, value_name = "ID")]
+    pub raft_id: u64,
 }
 
 /// `pki ...`

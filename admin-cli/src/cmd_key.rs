@@ -13,7 +13,9 @@ use crate::cli::KeyCommand;
 use crate::errors::{CliError, CliResult};
 use crate::files::{self, PRIVATE_FILE};
 use crate::output::{self, OutputFormat};
+use crate::retry;
 use crate::Ctx;
+use vhsm_proto::v1::Reason;
 
 /// Parses `encrypt,decrypt,...` into proto usages (deduplicated, order kept).
 pub fn parse_usage(items: &[String]) -> CliResult<Vec<i32>> {
@@ -197,8 +199,15 @@ fn emit_key(
     resp: Result<tonic::Response<vhsm_proto::v1::KeyResponse>, tonic::Status>,
     action: &str,
 ) -> CliResult<()> {
+    let resp = resp.map_err(|s| CliError::from_status(action, &s))?;
+    let lagging = retry::lagging_members(&resp);
+    if !lagging.is_empty() {
+        eprintln!(
+            "warning: {action}: not yet applied by {}; they stop serving within the read lease",
+            lagging.join(", ")
+        );
+    }
     let key = resp
-        .map_err(|s| CliError::from_status(action, &s))?
         .into_inner()
         .key
         .ok_or_else(|| CliError::usage(format!("{action}: vhsmd returned no key")))?;
@@ -234,6 +243,25 @@ pub async fn run(ctx: &Ctx, cmd: &KeyCommand) -> CliResult<()> {
     let id_req = |id: &str| KeyIdRequest {
         key_id: id.to_string(),
     };
+    // A change: one request id for all attempts; a retry whose first attempt took effect
+    // shows the key as it now is.
+    macro_rules! write {
+        ($method:ident, $msg:expr, $id:expr, $action:expr) => {{
+            let client = c.clone();
+            let (answer, retried) = retry::send($msg, move |req| {
+                let mut client = client.clone();
+                async move { client.$method(req).await }
+            })
+            .await;
+            let answer = match answer {
+                Err(s) if retried && vhsm_proto::reason_of(&s) == Reason::AlreadyApplied => {
+                    c.describe_key(id_req($id)).await
+                }
+                other => other,
+            };
+            emit_key(f, answer, $action)
+        }};
+    }
     match cmd {
         KeyCommand::Create(a) => {
             let req = CreateKeyRequest {
@@ -241,7 +269,7 @@ pub async fn run(ctx: &Ctx, cmd: &KeyCommand) -> CliResult<()> {
                 usage: parse_usage(&a.usage)?,
                 labels: parse_labels(&a.label)?,
             };
-            emit_key(f, c.create_key(req).await, "key create")
+            write!(create_key, req, &a.id, "key create")
         }
         KeyCommand::ImportKey(a) => {
             let r = c
@@ -284,7 +312,7 @@ SINGLE USE: wrap one key with it (AES-KWP, RFC 5649), run `vhsm-admin key import
                 import_key_id: a.import_key_id.clone(),
                 wrapped_key: wrapped,
             };
-            emit_key(f, c.import_key(req).await, "key import")
+            write!(import_key, req, &a.id, "key import")
         }
         KeyCommand::List => {
             let keys = c
@@ -297,31 +325,29 @@ SINGLE USE: wrap one key with it (AES-KWP, RFC 5649), run `vhsm-admin key import
             output::emit(f, &list, || render_keys(&list))
         }
         KeyCommand::Show(a) => emit_key(f, c.describe_key(id_req(&a.id)).await, "key show"),
-        KeyCommand::Rotate(a) => emit_key(f, c.rotate_key(id_req(&a.id)).await, "key rotate"),
-        KeyCommand::Enable(a) => emit_key(f, c.enable_key(id_req(&a.id)).await, "key enable"),
-        KeyCommand::Disable(a) => emit_key(f, c.disable_key(id_req(&a.id)).await, "key disable"),
-        KeyCommand::CancelDeletion(a) => emit_key(
-            f,
-            c.cancel_key_deletion(id_req(&a.id)).await,
-            "key cancel-deletion",
+        KeyCommand::Rotate(a) => write!(rotate_key, id_req(&a.id), &a.id, "key rotate"),
+        KeyCommand::Enable(a) => write!(enable_key, id_req(&a.id), &a.id, "key enable"),
+        KeyCommand::Disable(a) => write!(disable_key, id_req(&a.id), &a.id, "key disable"),
+        KeyCommand::CancelDeletion(a) => write!(
+            cancel_key_deletion,
+            id_req(&a.id),
+            &a.id, "key cancel-deletion"
         ),
-        KeyCommand::ScheduleDeletion(a) => emit_key(
-            f,
-            c.schedule_key_deletion(ScheduleKeyDeletionRequest {
+        KeyCommand::ScheduleDeletion(a) => write!(
+            schedule_key_deletion,
+            ScheduleKeyDeletionRequest {
                 key_id: a.id.clone(),
                 waiting_days: a.days,
-            })
-            .await,
-            "key schedule-deletion",
+            },
+            &a.id, "key schedule-deletion"
         ),
-        KeyCommand::MinDecryptionVersion(a) => emit_key(
-            f,
-            c.set_min_decryption_version(SetMinDecryptionVersionRequest {
+        KeyCommand::MinDecryptionVersion(a) => write!(
+            set_min_decryption_version,
+            SetMinDecryptionVersionRequest {
                 key_id: a.id.clone(),
                 min_decryption_version: a.version,
-            })
-            .await,
-            "key min-decryption-version",
+            },
+            &a.id, "key min-decryption-version"
         ),
     }
 }

@@ -215,6 +215,22 @@ fn classify(reason: Reason, code: tonic::Code, retry_ms: u64) -> (ExitKind, Opti
         | Reason::TooLarge
         | Reason::InvalidCiphertext
         | Reason::Internal => (ExitKind::Usage, None),
+        Reason::NotServing => (
+            ExitKind::Unreachable,
+            Some("this node cannot serve now (no read lease, or a witness): see `vhsm-admin cluster status`".into()),
+        ),
+        Reason::NoQuorum => (
+            ExitKind::Unreachable,
+            Some("the cluster has no quorum (or no leader yet); the change may still apply: check `vhsm-admin cluster status`, then retry".into()),
+        ),
+        Reason::Conflict => (
+            ExitKind::InvalidState,
+            Some("another node changed the store at the same moment; nothing was applied: retry".into()),
+        ),
+        Reason::AlreadyApplied => (
+            ExitKind::InvalidState,
+            Some("this request was already applied (a retry of an acknowledged change)".into()),
+        ),
         Reason::Unspecified => classify_code(code),
     }
 }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd_audit;
 pub mod cmd_backup;
 pub mod cmd_ceremony;
+pub mod cmd_cluster;
 pub mod cmd_key;
 pub mod cmd_pki;
 pub mod cmd_xks;
@@ -12,6 +13,7 @@ pub mod connect;
 pub mod errors;
 pub mod files;
 pub mod output;
+pub mod retry;
 pub mod secrets_input;
 
 use cli::{AuditCommand, Cli, Command, PkiCommand, XksCommand, XksCredentialsCommand};
@@ -58,6 +60,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Backup(b) => cmd_backup::run(&ctx, b).await,
         Command::Clone(a) => cmd_backup::clone(&ctx, a).await,
         Command::Audit(cmd) => cmd_audit::run(Some(&ctx), cmd, ctx.format).await,
+        Command::Cluster(cmd) => cmd_cluster::run(&ctx, cmd).await,
         Command::Pki(_) | Command::Xks(_) => Ok(()),
     }
 }

@@ -31,6 +31,7 @@ struct State {
     audit: Vec<String>,
     last_rekey: Option<RekeyRequest>,
     staged: Option<Vec<u8>>,
+    members: Vec<ClusterMember>,
 }
 
 #[derive(Clone)]
@@ -124,8 +125,57 @@ fn key_info(id: &str) -> KeyInfo {
 
 type R<T> = Result<Response<T>, Status>;
 
+impl Fake {
+    fn cluster(&self, s: &State) -> ClusterStatusResponse {
+        ClusterStatusResponse {
+            raft_id: 1,
+            leader_id: 1,
+            term: 3,
+            commit_index: 10,
+            applied_index: 10,
+            members: s.members.clone(),
+            serving: true,
+            lease_remaining_ms: 1500,
+            not_serving_reason: String::new(),
+            last_snapshot_index: 0,
+            role: "leader".into(),
+            witness: false,
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for Fake {
+    async fn cluster_status(&self, _: Request<ClusterStatusRequest>) -> R<ClusterStatusResponse> {
+        let s = self.st.lock().unwrap();
+        Ok(Response::new(self.cluster(&s)))
+    }
+
+    async fn add_node(&self, r: Request<AddNodeRequest>) -> R<ClusterStatusResponse> {
+        let mut s = self.st.lock().unwrap();
+        let r = r.into_inner();
+        let raft_id = 1 + s.members.len() as u64;
+        s.members.push(ClusterMember {
+            raft_id,
+            address: r.address,
+            voter: !r.learner_only,
+            matched_index: 10,
+        });
+        Ok(Response::new(self.cluster(&s)))
+    }
+
+    async fn remove_node(&self, r: Request<RemoveNodeRequest>) -> R<ClusterStatusResponse> {
+        let mut s = self.st.lock().unwrap();
+        let id = r.into_inner().raft_id;
+        if !s.members.iter().any(|m| m.raft_id == id) {
+            return Err(Status::failed_precondition(
+                "membership change refused: not a member",
+            ));
+        }
+        s.members.retain(|m| m.raft_id != id);
+        Ok(Response::new(self.cluster(&s)))
+    }
+
     async fn status(&self, _: Request<StatusRequest>) -> R<StatusResponse> {
         let s = self.st.lock().unwrap();
         Ok(Response::new(StatusResponse {
@@ -836,4 +886,37 @@ fn rejected_passphrases_are_not_echoed_in_output() {
     for text in [&r.stdout, &r.stderr] {
         assert!(!text.contains("secret-marker"), "{text}");
     }
+}
+
+#[test]
+fn cluster_status_add_and_remove_nodes() {
+    let n = start();
+    n.ok(
+        &["cluster", "add-node", "--address", "https://10.0.0.2:7443"],
+        "",
+    );
+    let v = n.json(
+        &[
+            "cluster",
+            "add-node",
+            "--address",
+            "https://10.0.0.3:7443",
+            "--learner",
+        ],
+        "",
+    );
+    assert_eq!(v["members"].as_array().unwrap().len(), 2);
+    assert_eq!(v["members"][1]["voter"], false);
+    let table = n.ok(&["cluster", "status"], "");
+    assert!(table.contains("https://10.0.0.2:7443"), "{table}");
+    assert!(table.contains("learner"), "{table}");
+    assert!(table.contains("yes (lease 1500 ms left)"), "{table}");
+    let v = n.json(&["cluster", "remove-node", "--raft-id", "2"], "");
+    assert_eq!(v["members"].as_array().unwrap().len(), 1);
+    // A non-member is refused with the invalid-state exit code; a bad address never connects.
+    assert_eq!(n.code(&["cluster", "remove-node", "--raft-id", "9"], ""), 7);
+    assert_eq!(
+        n.code(&["cluster", "add-node", "--address", "10.0.0.4:7443"], ""),
+        1
+    );
 }

@@ -36,11 +36,16 @@ pub enum Method {
     RestoreBackup,
     ExportAudit,
     GetAuditPublicKey,
+    ClusterStatus,
+    AddNode,
+    RemoveNode,
+    // Peer service (Raft traffic between nodes)
+    Peer,
 }
 
 impl Method {
     /// Every method, for exhaustive tests and docs.
-    pub const ALL: [Method; 28] = [
+    pub const ALL: [Method; 32] = [
         Method::Encrypt,
         Method::Decrypt,
         Method::GetKeyMetadata,
@@ -69,6 +74,10 @@ impl Method {
         Method::RestoreBackup,
         Method::ExportAudit,
         Method::GetAuditPublicKey,
+        Method::ClusterStatus,
+        Method::AddNode,
+        Method::RemoveNode,
+        Method::Peer,
     ];
 
     /// The gRPC method name, as in logs and audit records (`Service/Method`).
@@ -102,6 +111,10 @@ impl Method {
             Method::RestoreBackup => "Admin/RestoreBackup",
             Method::ExportAudit => "Admin/ExportAudit",
             Method::GetAuditPublicKey => "Admin/GetAuditPublicKey",
+            Method::ClusterStatus => "Admin/ClusterStatus",
+            Method::AddNode => "Admin/AddNode",
+            Method::RemoveNode => "Admin/RemoveNode",
+            Method::Peer => "Peer/Raft",
         }
     }
 
@@ -118,17 +131,74 @@ impl Method {
         )
     }
 
+    fn is_admin_service(self) -> bool {
+        !self.is_crypto_service() && self != Method::Peer
+    }
+
+    /// Admin calls that change the store (they wait for the node to catch up with the cluster
+    /// first, and their commits carry the caller's request id).
+    pub fn is_write(self) -> bool {
+        self.is_admin_service()
+            && !matches!(
+                self,
+                Method::Status
+                    | Method::ClusterStatus
+                    | Method::ListKeys
+                    | Method::DescribeKey
+                    | Method::ExportAudit
+                    | Method::GetAuditPublicKey
+                    | Method::AddNode
+                    | Method::RemoveNode
+            )
+    }
+
+    /// Admin calls that read or change the replicated store and so first wait until this node
+    /// reflects everything committed before the call (a linearizable barrier). Not Status,
+    /// ClusterStatus or Seal: they must answer (and Seal must act) during a quorum loss.
+    pub fn needs_barrier(self) -> bool {
+        self.is_admin_service()
+            && !matches!(
+                self,
+                Method::Status
+                    | Method::ClusterStatus
+                    | Method::Seal
+                    | Method::ResetUnseal
+                    | Method::AddNode
+                    | Method::RemoveNode
+                    | Method::ExportAudit
+                    | Method::GetAuditPublicKey
+            )
+    }
+
+    /// Crypto calls that use a key, and so need this node's read lease.
+    pub fn needs_lease(self) -> bool {
+        self.is_crypto_service() && self != Method::Health
+    }
+
+    /// Calls that remove permission to use a key: they return once every member applied them
+    /// (or name the members that had not).
+    pub fn is_kill_switch(self) -> bool {
+        matches!(
+            self,
+            Method::DisableKey | Method::ScheduleKeyDeletion | Method::SetMinDecryptionVersion
+        )
+    }
+
     /// Whether `role` may call this method.
     pub fn allows(self, role: Role) -> bool {
         match role {
             Role::Crypto => self.is_crypto_service(),
             Role::Admin => {
-                !self.is_crypto_service() || matches!(self, Method::Health | Method::GetKeyMetadata)
+                self.is_admin_service() || matches!(self, Method::Health | Method::GetKeyMetadata)
             }
             Role::Auditor => matches!(
                 self,
-                Method::Status | Method::ExportAudit | Method::GetAuditPublicKey
+                Method::Status
+                    | Method::ClusterStatus
+                    | Method::ExportAudit
+                    | Method::GetAuditPublicKey
             ),
+            Role::Peer => self == Method::Peer,
         }
     }
 
@@ -137,7 +207,7 @@ impl Method {
     /// pool so that they never stall an async worker (and with it the Crypto hot path).
     /// Crypto calls read only the key cache and run inline.
     pub fn may_block(self) -> bool {
-        !self.is_crypto_service()
+        self.is_admin_service()
     }
 
     /// Calls that run Argon2id (or other long CPU work) and so go to the blocking pool.
@@ -183,6 +253,7 @@ mod tests {
         {
             assert!(m.allows(Role::Admin), "{}", m.name());
         }
+        assert!(!Method::Peer.allows(Role::Admin));
         assert!(!Method::Encrypt.allows(Role::Admin));
         assert!(!Method::Decrypt.allows(Role::Admin));
     }
@@ -199,9 +270,32 @@ mod tests {
             [
                 "Admin/Status",
                 "Admin/ExportAudit",
-                "Admin/GetAuditPublicKey"
+                "Admin/GetAuditPublicKey",
+                "Admin/ClusterStatus"
             ]
         );
+    }
+
+    #[test]
+    fn peer_role_gets_raft_traffic_only_and_nobody_else_does() {
+        for m in Method::ALL {
+            assert_eq!(m.allows(Role::Peer), m == Method::Peer, "{}", m.name());
+            if m == Method::Peer {
+                for r in [Role::Crypto, Role::Admin, Role::Auditor] {
+                    assert!(!m.allows(r), "{r}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn writes_wait_for_the_cluster_and_status_never_does() {
+        assert!(Method::CreateKey.is_write() && Method::CreateKey.needs_barrier());
+        assert!(Method::DisableKey.is_kill_switch());
+        for m in [Method::Status, Method::ClusterStatus, Method::Seal] {
+            assert!(!m.needs_barrier(), "{}", m.name());
+        }
+        assert!(Method::Encrypt.needs_lease() && !Method::Health.needs_lease());
     }
 
     #[test]

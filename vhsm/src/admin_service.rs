@@ -6,17 +6,19 @@ use tonic::{Request, Response, Status};
 use vhsm_core::{Error, InitRequest as CoreInit, NewKey, RekeyAuth, Vhsm};
 use vhsm_proto::v1::admin_server::Admin;
 use vhsm_proto::v1::{
-    init_request, CreateBackupRequest, CreateBackupResponse, CreateKeyRequest, EncryptedShare,
+    init_request, AddNodeRequest, ClusterMember, ClusterStatusRequest, ClusterStatusResponse,
+    CreateBackupRequest, CreateBackupResponse, CreateKeyRequest, EncryptedShare,
     ExportAuditRequest, ExportAuditResponse, GetAuditPublicKeyRequest, GetAuditPublicKeyResponse,
     ImportKeyRequest, InitRequest, InitResponse, KeyIdRequest, KeyResponse, ListKeysRequest,
-    ListKeysResponse, NewImportKeyRequest, NewImportKeyResponse, RekeyRequest, ResetUnsealRequest,
-    RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest, SealRequest,
-    SealResponse, SetMinDecryptionVersionRequest, StatusRequest, StatusResponse, UnsealRequest,
-    UnsealResponse,
+    ListKeysResponse, NewImportKeyRequest, NewImportKeyResponse, RekeyRequest, RemoveNodeRequest,
+    ResetUnsealRequest, RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest,
+    SealRequest, SealResponse, SetMinDecryptionVersionRequest, StatusRequest, StatusResponse,
+    UnsealRequest, UnsealResponse,
 };
 use zeroize::Zeroize;
 
 use crate::access::Method;
+use crate::cluster::node::ClusterNode;
 use crate::convert::{self, take_secret};
 use crate::dispatch::{core_status, Dispatcher};
 use crate::roles::Caller;
@@ -42,6 +44,10 @@ impl AdminService {
 
 fn err(e: Error) -> Status {
     core_status(&e)
+}
+
+fn convert_invalid(field: &'static str) -> Status {
+    core_status(&Error::InvalidArgument(field))
 }
 
 fn key_response(r: Result<vhsm_core::KeyInfo, Error>) -> Result<KeyResponse, Status> {
@@ -116,8 +122,97 @@ fn rekey(v: &Vhsm, c: &Caller, mut r: RekeyRequest) -> Result<InitResponse, Stat
         .map_err(err)
 }
 
+fn cluster_response(node: Option<&Arc<ClusterNode>>) -> Result<ClusterStatusResponse, Status> {
+    let node = node.ok_or_else(|| err(Error::Internal("no cluster layer".into())))?;
+    let v = node.view();
+    Ok(ClusterStatusResponse {
+        raft_id: v.raft_id,
+        leader_id: v.leader_id,
+        term: v.term,
+        commit_index: v.commit_index,
+        applied_index: v.applied_index,
+        members: v
+            .members
+            .into_iter()
+            .map(|(raft_id, address, voter, matched_index)| ClusterMember {
+                raft_id,
+                address,
+                voter,
+                matched_index,
+            })
+            .collect(),
+        serving: v.serving,
+        lease_remaining_ms: u64::try_from(v.lease_remaining.as_millis()).unwrap_or(u64::MAX),
+        not_serving_reason: v.not_serving_reason,
+        last_snapshot_index: v.last_snapshot_index,
+        role: v.role.to_owned(),
+        witness: v.witness,
+    })
+}
+
+/// Runs a membership change on this node's runtime (admin calls run on the blocking pool).
+fn membership_change<F>(
+    node: Option<&Arc<ClusterNode>>,
+    change: F,
+) -> Result<ClusterStatusResponse, Status>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    tokio::runtime::Handle::current()
+        .block_on(change)
+        .map_err(|e| Status::failed_precondition(format!("membership change refused: {e}")))?;
+    cluster_response(node)
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn cluster_status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let node = self.d.cluster().cloned();
+        self.d
+            .call(request, Method::ClusterStatus, "", move |_, _, _| {
+                cluster_response(node.as_ref())
+            })
+            .await
+    }
+
+    async fn add_node(
+        &self,
+        request: Request<AddNodeRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let node = self.d.cluster().cloned();
+        self.d
+            .call(request, Method::AddNode, "", move |_, _, r| {
+                let n = node
+                    .as_ref()
+                    .ok_or_else(|| err(Error::Internal("no cluster layer".into())))?;
+                if !r.address.starts_with("https://") {
+                    return Err(convert_invalid("address"));
+                }
+                membership_change(node.as_ref(), async {
+                    n.add_node(&r.address, r.learner_only).await.map(|_| ())
+                })
+            })
+            .await
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let node = self.d.cluster().cloned();
+        self.d
+            .call(request, Method::RemoveNode, "", move |_, _, r| {
+                let n = node
+                    .as_ref()
+                    .ok_or_else(|| err(Error::Internal("no cluster layer".into())))?;
+                membership_change(node.as_ref(), n.remove_node(r.raft_id))
+            })
+            .await
+    }
+
     async fn status(
         &self,
         request: Request<StatusRequest>,

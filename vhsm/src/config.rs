@@ -31,7 +31,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         ConfigError::Invalid {
             field,
             reason: reason.into(),
@@ -72,6 +72,9 @@ pub struct Config {
     /// Optional local Unix-socket listener (peer uid -> role); absent = TCP/mTLS only.
     #[serde(default)]
     pub unix: Option<UnixConfig>,
+    /// The replicated store (absent: a one-member cluster of this node).
+    #[serde(default)]
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// `[unix]`: a local Unix-socket listener serving the same services; the kernel authenticates
@@ -147,6 +150,9 @@ pub struct RolesConfig {
     /// Names granted the `auditor` role.
     #[serde(default)]
     pub auditor: Vec<String>,
+    /// Names granted the `peer` role (the other nodes of the cluster; Raft traffic only).
+    #[serde(default)]
+    pub peer: Vec<String>,
 }
 
 /// `[seal]`.
@@ -295,6 +301,16 @@ impl Config {
         if let Some(unix) = &self.unix {
             unix.validate()?;
         }
+        self.cluster.validate()?;
+        if let Some(p) = &self.cluster.peer_cert {
+            check_file("cluster.peer_cert", p)?;
+        }
+        if let Some(p) = &self.cluster.peer_key {
+            check_file("cluster.peer_key", p)?;
+        }
+        if let Some(p) = &self.cluster.peer_ca {
+            check_file("cluster.peer_ca", p)?;
+        }
         if self.seal.partial_unseal_timeout_secs == 0 {
             return Err(ConfigError::invalid(
                 "seal.partial_unseal_timeout_secs",
@@ -332,6 +348,14 @@ impl Config {
         Ok(())
     }
 
+    /// How the other nodes reach this one: `[cluster] advertise`, or `https://<listen.addr>`.
+    pub fn advertise(&self) -> String {
+        self.cluster
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("https://{}", self.listen.addr))
+    }
+
     /// The listen address as a socket address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen
@@ -346,10 +370,11 @@ impl Config {
     }
 
     fn validate_roles(&self) -> Result<(), ConfigError> {
-        let lists: [(&'static str, &Vec<String>); 3] = [
+        let lists: [(&'static str, &Vec<String>); 4] = [
             ("roles.crypto", &self.roles.crypto),
             ("roles.admin", &self.roles.admin),
             ("roles.auditor", &self.roles.auditor),
+            ("roles.peer", &self.roles.peer),
         ];
         let mut seen: BTreeMap<&str, &'static str> = BTreeMap::new();
         for (field, names) in lists {
@@ -433,7 +458,7 @@ fn valid_node_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn check_file(field: &'static str, path: &Path) -> Result<(), ConfigError> {
+pub(crate) fn check_file(field: &'static str, path: &Path) -> Result<(), ConfigError> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(ConfigError::invalid(field, "not a regular file")),

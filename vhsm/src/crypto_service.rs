@@ -41,6 +41,9 @@ impl Crypto for CryptoService {
     ) -> Result<Response<EncryptResponse>, Status> {
         let rid = request.get_ref().request_id.clone();
         self.d
+            .catch_up_for_key(&request.get_ref().key_id, None)
+            .await;
+        self.d
             .call(request, Method::Encrypt, &rid, |v, _, mut r| {
                 let out = if r.integrity_check {
                     v.encrypt_verified(&r.key_id, &r.plaintext, &r.aad)
@@ -67,6 +70,10 @@ impl Crypto for CryptoService {
         request: Request<DecryptRequest>,
     ) -> Result<Response<DecryptResponse>, Status> {
         let rid = request.get_ref().request_id.clone();
+        {
+            let r = request.get_ref();
+            self.d.catch_up_for_key(&r.key_id, Some(&r.metadata)).await;
+        }
         self.d
             .call(request, Method::Decrypt, &rid, |v, _, r| {
                 let input = DecryptInput {
@@ -89,6 +96,9 @@ impl Crypto for CryptoService {
         request: Request<GetKeyMetadataRequest>,
     ) -> Result<Response<GetKeyMetadataResponse>, Status> {
         let rid = request.get_ref().request_id.clone();
+        self.d
+            .catch_up_for_key(&request.get_ref().key_id, None)
+            .await;
         self.d
             .call(request, Method::GetKeyMetadata, &rid, |v, _, r| {
                 let k = v.key_metadata(&r.key_id).map_err(|e| core_status(&e))?;
@@ -153,16 +163,30 @@ impl Crypto for CryptoService {
         request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
         let node_id = self.d.node_id().to_owned();
+        let cluster = self.d.cluster().map(|n| n.view());
         self.d
             .call(request, Method::Health, "", move |v, _, _| {
                 // The key cache only: Health runs inline and must not wait for a ceremony.
                 let (seal_state, key_count) = v.health();
+                let (serving, not_serving_reason, lease_remaining_ms, apply_lag) = match cluster {
+                    Some(c) => (
+                        c.serving,
+                        c.not_serving_reason,
+                        u64::try_from(c.lease_remaining.as_millis()).unwrap_or(u64::MAX),
+                        c.apply_lag,
+                    ),
+                    None => (true, String::new(), 0, 0),
+                };
                 Ok(HealthResponse {
                     node_id,
                     seal_state: convert::seal_state(seal_state) as i32,
                     model: MODEL.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     key_count,
+                    serving,
+                    not_serving_reason,
+                    lease_remaining_ms,
+                    apply_lag,
                 })
             })
             .await

@@ -2,13 +2,15 @@
 //! call (inline, or on the blocking pool for Argon2id ceremonies), map errors, log one line.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use vhsm_core::{Error, Reason, Vhsm};
 
 use crate::access::Method;
+use crate::cluster::node::ClusterNode;
+use crate::cluster::replicated::ReplicatedStorage;
 use crate::denials::DenialLimiter;
 use crate::error_map;
 use crate::logging::{log_request, RequestLog};
@@ -21,6 +23,23 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Ceremonies (Argon2id, 64 MiB each) run at most this many at a time; others queue.
 pub const MAX_CONCURRENT_HEAVY_CALLS: usize = 2;
 
+/// Metadata header naming the members that had not applied a kill switch when it returned.
+pub const LAGGING_MEMBERS_HEADER: &str = "x-vhsm-lagging-members";
+/// Metadata header carrying an admin caller's request id (a retried write is applied once).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// How long a crypto request for a key (version) this node does not know may wait for the
+/// node to catch up with the cluster before it is answered.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The node's cluster layer and the core storage that writes through it.
+#[derive(Debug, Clone)]
+pub struct ClusterLink {
+    /// The Raft node.
+    pub node: Arc<ClusterNode>,
+    /// The core's storage on it.
+    pub storage: Arc<ReplicatedStorage>,
+}
+
 /// State shared by the Crypto and Admin services.
 #[derive(Debug)]
 pub struct Dispatcher {
@@ -29,6 +48,7 @@ pub struct Dispatcher {
     node_id: String,
     heavy: tokio::sync::Semaphore,
     denials: DenialLimiter,
+    cluster: Option<ClusterLink>,
 }
 
 impl Dispatcher {
@@ -40,6 +60,57 @@ impl Dispatcher {
             node_id,
             heavy: tokio::sync::Semaphore::new(MAX_CONCURRENT_HEAVY_CALLS),
             denials: DenialLimiter::new(),
+            cluster: None,
+        }
+    }
+
+    /// The same dispatcher on a cluster node: crypto needs the read lease, admin calls wait
+    /// for the node to be current, kill switches wait for every member.
+    #[must_use]
+    pub fn with_cluster(mut self, link: ClusterLink) -> Dispatcher {
+        self.cluster = Some(link);
+        self
+    }
+
+    /// The cluster node, if any.
+    pub fn cluster(&self) -> Option<&Arc<ClusterNode>> {
+        self.cluster.as_ref().map(|c| &c.node)
+    }
+
+    /// Checks the caller's role for `method` without running anything (the Peer service);
+    /// a refusal is audited like any other.
+    pub async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        method: Method,
+    ) -> Result<Caller, Status> {
+        let caller = self.caller(request);
+        if caller.role.is_some_and(|r| method.allows(r)) {
+            return Ok(caller);
+        }
+        self.deny(&caller, method).await;
+        log_request(&RequestLog {
+            method: method.name(),
+            identity: &caller.identity,
+            role: caller.role_name(),
+            request_id: "",
+            code: tonic::Code::PermissionDenied,
+            reason: "PERMISSION_DENIED",
+            latency_us: 0,
+        });
+        Err(error_map::permission_denied(method.name()))
+    }
+
+    /// Before a crypto call for `key_id` (and the key version `metadata` names): if this node
+    /// does not know it, catch up with the cluster once (bounded), so that a key or version
+    /// made on another node a moment ago is found.
+    pub async fn catch_up_for_key(&self, key_id: &str, metadata: Option<&[u8]>) {
+        if let Some(c) = &self.cluster {
+            if self.vhsm.needs_catch_up(key_id, metadata) {
+                if let Err(e) = c.node.catch_up(CATCH_UP_TIMEOUT).await {
+                    tracing::debug!(error = %e, "catch-up before a crypto call failed");
+                }
+            }
         }
     }
 
@@ -82,9 +153,24 @@ impl Dispatcher {
     {
         let started = Instant::now();
         let caller = self.caller(&request);
-        let request_id = sanitize_request_id(request_id);
+        let request_id = if request_id.is_empty() {
+            request
+                .metadata()
+                .get(REQUEST_ID_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(String::new, sanitize_request_id)
+        } else {
+            sanitize_request_id(request_id)
+        };
+        let mut lagging = Vec::new();
         let result = if caller.role.is_some_and(|r| method.allows(r)) {
-            self.execute(method, &caller, request.into_inner(), f).await
+            let r = self
+                .execute(method, &caller, &request_id, request.into_inner(), f)
+                .await;
+            if r.is_ok() && method.is_kill_switch() {
+                lagging = self.wait_for_members().await;
+            }
+            r
         } else {
             request.into_inner().wipe();
             self.deny(&caller, method).await;
@@ -103,7 +189,37 @@ impl Dispatcher {
             reason,
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         });
-        result.map(Response::new)
+        result.map(|r| {
+            let mut resp = Response::new(r);
+            if !lagging.is_empty() {
+                tracing::warn!(
+                    method = method.name(),
+                    members = %lagging.join(","),
+                    "kill switch not yet applied by every member; they stop serving within the lease"
+                );
+                if let Ok(v) = lagging.join(",").parse() {
+                    resp.metadata_mut().insert(LAGGING_MEMBERS_HEADER, v);
+                }
+            }
+            resp
+        })
+    }
+
+    /// After a kill switch: waits (bounded) until every member applied what this node has;
+    /// returns the addresses of those that had not.
+    async fn wait_for_members(&self) -> Vec<String> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        let target = c
+            .node
+            .raft()
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let wait = Duration::from_millis(c.node.config().kill_switch_wait_ms);
+        c.node.wait_members_applied(target, wait).await
     }
 
     /// Runs an authorized call where it belongs: Argon2id ceremonies on the blocking pool, at
@@ -113,16 +229,47 @@ impl Dispatcher {
         &self,
         method: Method,
         caller: &Caller,
-        msg: Req,
+        request_id: &str,
+        mut msg: Req,
         f: F,
     ) -> Result<Resp, Status>
     where
-        Req: Send + 'static,
+        Req: Wipe + Send + 'static,
         Resp: Send + 'static,
         F: FnOnce(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
     {
         if !method.may_block() {
+            if let (true, Some(c)) = (method.needs_lease(), &self.cluster) {
+                // A sealed or uninitialized node says so (the core answers); an unsealed one
+                // without a lease refuses, so the caller fails over.
+                let unsealed = self.vhsm.health().0 == vhsm_core::SealState::Unsealed;
+                if let (true, Err(why)) = (unsealed, c.node.serving()) {
+                    msg.wipe();
+                    return Err(core_status(&Error::NotServing(why)));
+                }
+            }
             return f(&self.vhsm, caller, msg);
+        }
+        if let Some(c) = &self.cluster {
+            let unseals = matches!(
+                method,
+                Method::Init | Method::Unseal | Method::Rekey | Method::RestoreBackup
+            );
+            if unseals && c.node.is_witness() {
+                msg.wipe();
+                return Err(core_status(&Error::NotServing(
+                    "this node is a witness: it never holds keys".into(),
+                )));
+            }
+        }
+        if let (true, Some(c)) = (method.needs_barrier(), &self.cluster) {
+            let wait = Duration::from_millis(c.node.config().write_timeout_ms);
+            if let Err(e) = c.node.catch_up(wait).await {
+                msg.wipe();
+                return Err(core_status(&Error::NoQuorum(format!(
+                    "this node cannot confirm it is current with the cluster: {e}"
+                ))));
+            }
         }
         let _permit = if method.is_cpu_heavy() {
             match self.heavy.acquire().await {
@@ -134,9 +281,14 @@ impl Dispatcher {
         };
         let vhsm = Arc::clone(&self.vhsm);
         let c = caller.clone();
-        tokio::task::spawn_blocking(move || f(&vhsm, &c, msg))
-            .await
-            .unwrap_or_else(|_| Err(core_status(&Error::Internal("task failed".into()))))
+        let storage = self.cluster.as_ref().map(|l| Arc::clone(&l.storage));
+        let rid = request_id.to_owned();
+        tokio::task::spawn_blocking(move || match storage {
+            Some(s) if method.is_write() => s.with_request_id(&rid, || f(&vhsm, &c, msg)),
+            _ => f(&vhsm, &c, msg),
+        })
+        .await
+        .unwrap_or_else(|_| Err(core_status(&Error::Internal("task failed".into()))))
     }
 
     /// Audits a permission denial (on the blocking pool: it writes the audit log), at most
@@ -201,6 +353,7 @@ mod tests {
             crypto: vec!["xks-front".into()],
             admin: vec!["admin".into()],
             auditor: vec![],
+            peer: vec![],
         });
         Dispatcher::new(Arc::new(vhsm), roles, "n1".into())
     }
@@ -251,14 +404,26 @@ mod tests {
             Method::Unseal,
         ] {
             let ran_on = d
-                .execute(m, &admin, (), |_, _, ()| Ok(std::thread::current().id()))
+                .execute(
+                    m,
+                    &admin,
+                    "",
+                    (),
+                    |_, _, ()| Ok(std::thread::current().id()),
+                )
                 .await
                 .unwrap();
             assert_ne!(ran_on, here, "{} ran on the async worker", m.name());
         }
         for m in [Method::Health, Method::Encrypt, Method::GetKeyMetadata] {
             let ran_on = d
-                .execute(m, &admin, (), |_, _, ()| Ok(std::thread::current().id()))
+                .execute(
+                    m,
+                    &admin,
+                    "",
+                    (),
+                    |_, _, ()| Ok(std::thread::current().id()),
+                )
                 .await
                 .unwrap();
             assert_eq!(ran_on, here, "{}", m.name());

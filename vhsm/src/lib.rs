@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod admin_service;
+pub mod cluster;
 pub mod config;
 pub mod convert;
 pub mod crypto_service;

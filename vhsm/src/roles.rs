@@ -16,8 +16,10 @@ pub enum Role {
     Crypto,
     /// Operators: the whole Admin service plus Crypto Health and GetKeyMetadata.
     Admin,
-    /// Auditors: Admin Status, ExportAudit and GetAuditPublicKey.
+    /// Auditors: Admin Status, ClusterStatus, ExportAudit and GetAuditPublicKey.
     Auditor,
+    /// The other nodes of the cluster: the Peer (Raft) service only.
+    Peer,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
             Role::Crypto => "crypto",
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Peer => "peer",
         }
     }
 }
@@ -71,6 +74,7 @@ impl RoleMap {
             (Role::Crypto, &roles.crypto),
             (Role::Admin, &roles.admin),
             (Role::Auditor, &roles.auditor),
+            (Role::Peer, &roles.peer),
         ] {
             for n in names {
                 by_name.insert(n.clone(), role);
@@ -222,6 +226,7 @@ mod tests {
             crypto: vec!["xks-front".into()],
             admin: vec!["admin".into(), "ops.example".into()],
             auditor: vec!["auditor".into()],
+            peer: vec!["vhsm-peer".into()],
         })
     }
 

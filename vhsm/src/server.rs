@@ -13,10 +13,17 @@ use tonic::transport::Server;
 use vhsm_core::{KdfParams, Options, OsRandom, Reason, SealState, StorageError, SystemClock, Vhsm};
 use vhsm_proto::v1::admin_server::AdminServer;
 use vhsm_proto::v1::crypto_server::CryptoServer;
+use vhsm_proto::v1::peer_server::PeerServer;
 
 use crate::admin_service::AdminService;
+use crate::cluster::network::{GrpcTransport, PeerTls, MAX_PEER_MESSAGE};
+use crate::cluster::node::{run_reload, ClusterNode};
+use crate::cluster::peer_service::PeerService;
+use crate::cluster::replicated::ReplicatedStorage;
+use crate::cluster::state_machine::Notice;
 use crate::config::Config;
 use crate::crypto_service::CryptoService;
+use crate::dispatch::ClusterLink;
 use crate::dispatch::Dispatcher;
 use crate::roles::RoleMap;
 use crate::storage::{create_private_dir, SledStorage};
@@ -55,6 +62,41 @@ pub enum ServeError {
     /// The `[unix]` socket could not be created.
     #[error("unix.path: {0}")]
     UnixSocket(String),
+    /// The cluster layer could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::node::ClusterError),
+    /// A `[cluster]` peer TLS file could not be read.
+    #[error("{field}: {detail}")]
+    PeerTls {
+        /// The config key.
+        field: &'static str,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Reads the `[cluster]` peer certificate, key and CA (`None` without a peer certificate:
+/// a lone node never calls peers).
+fn load_peer_tls(config: &Config) -> Result<Option<PeerTls>, ServeError> {
+    let (Some(cert), Some(key)) = (&config.cluster.peer_cert, &config.cluster.peer_key) else {
+        return Ok(None);
+    };
+    let read = |field: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| ServeError::PeerTls {
+            field,
+            detail: format!("cannot read {}: {}", path.display(), e.kind()),
+        })
+    };
+    let ca = config
+        .cluster
+        .peer_ca
+        .as_ref()
+        .unwrap_or(&config.tls.client_ca);
+    Ok(Some(PeerTls {
+        ca_pem: read("cluster.peer_ca", ca)?,
+        cert_pem: read("cluster.peer_cert", cert)?,
+        key_pem: zeroize::Zeroizing::new(read("cluster.peer_key", key)?),
+    }))
 }
 
 /// Core options from the config (`[dev] insecure_fast_kdf` selects test KDF parameters).
@@ -81,53 +123,84 @@ pub fn preflight(config: &Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// An opened daemon: TLS loaded, store open (and locked), core ready; not yet serving.
+/// An opened daemon: TLS loaded, store open (and locked), Raft started, core ready; not yet
+/// serving.
 #[derive(Debug)]
 pub struct Daemon {
     config: Config,
     tls: tonic::transport::ServerTlsConfig,
     storage: Arc<SledStorage>,
     vhsm: Arc<Vhsm>,
+    cluster: ClusterLink,
+    notices: tokio::sync::mpsc::UnboundedReceiver<Notice>,
     /// The bound `[unix]` socket and its path, if configured.
     unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
 }
 
 impl Daemon {
-    /// Loads TLS, creates `data_dir` (0o700), opens the store and the core, binds the `[unix]`
-    /// socket if configured.
+    /// Loads TLS, creates `data_dir` (0o700), opens the store, starts this node's Raft member
+    /// (forming a one-member cluster on first start unless `[cluster] bootstrap = false`),
+    /// opens the core on the replicated store, binds the `[unix]` socket if configured.
     ///
     /// `config` must be validated ([`Config::load`] does it).
-    pub fn open(config: &Config) -> Result<Daemon, ServeError> {
+    pub async fn open(config: &Config) -> Result<Daemon, ServeError> {
         let tls = server_tls_config(&config.tls)?;
         let store_err = |source| ServeError::Store {
             path: config.store_dir().display().to_string(),
             source,
         };
         create_private_dir(&config.data_dir).map_err(store_err)?;
-        let storage = Arc::new(SledStorage::open(&config.store_dir()).map_err(store_err)?);
+        let storage = Arc::new(open_store(&config.store_dir()).await.map_err(store_err)?);
         if config.dev.insecure_fast_kdf {
             tracing::warn!(
                 "[dev] insecure_fast_kdf = true: passphrases are protected by test-only \
                  Argon2id parameters; NEVER use this configuration in production"
             );
         }
-        let vhsm = Vhsm::open(
-            Arc::clone(&storage) as Arc<dyn vhsm_core::Storage>,
+        let transport = Arc::new(GrpcTransport::new(load_peer_tls(config)?.as_ref()));
+        let (node, notices) =
+            ClusterNode::start(storage.db(), &config.cluster, config.advertise(), transport)
+                .await?;
+        let replicated = Arc::new(ReplicatedStorage::new(
+            Arc::clone(&storage),
+            Arc::clone(&node),
+            tokio::runtime::Handle::current(),
+        ));
+        let opened = Vhsm::open(
+            Arc::clone(&replicated) as Arc<dyn vhsm_core::Storage>,
             Arc::new(OsRandom),
             Arc::new(SystemClock),
             core_options(config),
         )
-        .map_err(ServeError::Core)?;
-        // Bound last, once nothing else can fail, so a refused start leaves no socket behind.
-        let unix = match &config.unix {
-            Some(u) => Some((bind_unix_socket(&u.path)?, u.path.clone())),
-            None => None,
+        .map_err(ServeError::Core)
+        .and_then(|vhsm| {
+            // Bound last, once nothing else can fail, so a refused start leaves no socket.
+            let unix = match &config.unix {
+                Some(u) => Some((bind_unix_socket(&u.path)?, u.path.clone())),
+                None => None,
+            };
+            Ok((vhsm, unix))
+        });
+        let (vhsm, unix) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                // Release the store: Raft holds it until it stops.
+                node.shutdown().await;
+                drop(replicated);
+                drop(node);
+                return Err(e);
+            }
         };
         Ok(Daemon {
             config: config.clone(),
             tls,
             storage,
             vhsm: Arc::new(vhsm),
+            cluster: ClusterLink {
+                node,
+                storage: replicated,
+            },
+            notices,
             unix,
         })
     }
@@ -148,20 +221,28 @@ impl Daemon {
             tls,
             storage,
             vhsm,
+            cluster,
+            notices,
             unix,
         } = self;
+        let node = Arc::clone(&cluster.node);
+        let reload = tokio::spawn(run_reload(Arc::clone(&node), Arc::clone(&vhsm), notices));
+        let lease = tokio::spawn(Arc::clone(&node).run_lease());
         let unix_listener = match unix {
             Some((listener, path)) => Some((tokio::net::UnixListener::from_std(listener)?, path)),
             None => None,
         };
-        let dispatcher = Arc::new(Dispatcher::new(
-            Arc::clone(&vhsm),
-            match &config.unix {
-                Some(u) => RoleMap::from_config(&config.roles).with_unix(u),
-                None => RoleMap::from_config(&config.roles),
-            },
-            config.node_id.clone(),
-        ));
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                Arc::clone(&vhsm),
+                match &config.unix {
+                    Some(u) => RoleMap::from_config(&config.roles).with_unix(u),
+                    None => RoleMap::from_config(&config.roles),
+                },
+                config.node_id.clone(),
+            )
+            .with_cluster(cluster),
+        );
         let reaper = tokio::spawn(crate::reaper::run(
             Arc::clone(&vhsm),
             Duration::from_secs(config.keys.deletion_check_secs),
@@ -169,7 +250,11 @@ impl Daemon {
 
         let addr = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let tcp_router = add_services(Server::builder().tls_config(tls)?, &dispatcher);
+        let tcp_router = add_services(Server::builder().tls_config(tls)?, &dispatcher).add_service(
+            PeerServer::new(PeerService::new(Arc::clone(&dispatcher), Arc::clone(&node)))
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE),
+        );
         let unix = unix_listener
             .map(|(listener, path)| (listener, add_services(Server::builder(), &dispatcher), path));
         drop(dispatcher);
@@ -220,12 +305,37 @@ impl Daemon {
 
         reaper.abort();
         let _ = reaper.await;
-        seal_for_shutdown(&vhsm);
+        // Sealing writes its audit record through the cluster: off the async workers.
+        let sealing = Arc::clone(&vhsm);
+        let _ = tokio::task::spawn_blocking(move || seal_for_shutdown(&sealing)).await;
+        node.shutdown().await;
+        lease.abort();
+        reload.abort();
+        let _ = lease.await;
+        let _ = reload.await;
+        drop(node);
         if let Err(e) = storage.flush() {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
         }
         served?;
         Ok(())
+    }
+}
+
+/// How long opening waits for a store that a stopping daemon in this process (its Raft tasks
+/// winding down) still holds, before reporting it locked.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens the sled store, waiting up to [`STORE_RELEASE_WAIT`] while it is locked.
+async fn open_store(path: &Path) -> Result<SledStorage, StorageError> {
+    let deadline = std::time::Instant::now() + STORE_RELEASE_WAIT;
+    loop {
+        match SledStorage::open(path) {
+            Err(StorageError::Locked(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -290,7 +400,7 @@ pub async fn serve<F>(config: &Config, listener: TcpListener, shutdown: F) -> Re
 where
     F: Future<Output = ()> + Send,
 {
-    Daemon::open(config)?.run(listener, shutdown).await
+    Daemon::open(config).await?.run(listener, shutdown).await
 }
 
 fn seal_for_shutdown(vhsm: &Vhsm) {

@@ -39,13 +39,19 @@ impl SledStorage {
         self.db.flush().map(|_| ()).map_err(map_err)
     }
 
+    /// The sled database (the replicated store keeps its Raft log and state beside the data).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// The store directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
 }
 
-fn prefixed(tree: Tree, key: &[u8]) -> Vec<u8> {
+/// The sled key of `key` in core tree `tree`: `name || 0x00 || key`.
+pub fn prefixed(tree: Tree, key: &[u8]) -> Vec<u8> {
     let name = tree.name().as_bytes();
     let mut k = Vec::with_capacity(name.len() + 1 + key.len());
     k.extend_from_slice(name);

@@ -2,12 +2,12 @@
 //! (e.g. a denied call), so passphrases, shares and plaintext do not linger in freed memory.
 
 use vhsm_proto::v1::{
-    init_request, CreateBackupRequest, CreateKeyRequest, DecryptRequest, EncryptRequest,
-    ExportAuditRequest, GenerateRandomRequest, GetAuditPublicKeyRequest, GetKeyMetadataRequest,
-    HealthRequest, ImportKeyRequest, InitRequest, KeyIdRequest, ListKeysRequest,
-    NewImportKeyRequest, RekeyRequest, ResetUnsealRequest, RestoreBackupRequest,
-    ScheduleKeyDeletionRequest, SealRequest, SetMinDecryptionVersionRequest, StatusRequest,
-    UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
+    init_request, AddNodeRequest, ClusterStatusRequest, CreateBackupRequest, CreateKeyRequest,
+    DecryptRequest, EncryptRequest, ExportAuditRequest, GenerateRandomRequest,
+    GetAuditPublicKeyRequest, GetKeyMetadataRequest, HealthRequest, ImportKeyRequest, InitRequest,
+    KeyIdRequest, ListKeysRequest, NewImportKeyRequest, RekeyRequest, RemoveNodeRequest,
+    ResetUnsealRequest, RestoreBackupRequest, ScheduleKeyDeletionRequest, SealRequest,
+    SetMinDecryptionVersionRequest, StatusRequest, UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
 };
 use zeroize::Zeroize;
 
@@ -46,6 +46,9 @@ no_secrets!(
     UnwrapKeyRequest,
     RestoreBackupRequest,
     ImportKeyRequest,
+    ClusterStatusRequest,
+    AddNodeRequest,
+    RemoveNodeRequest,
 );
 
 impl Wipe for InitRequest {

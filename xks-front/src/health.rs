@@ -11,6 +11,8 @@ use crate::vhsm_client::{HaGroup, NodeClient, NodeStatus};
 
 /// A cached result older than this is never reported (spec: ≤ one minute).
 pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// A node more than this many log entries behind the read index it last obtained is DEGRADED.
+pub const MAX_APPLY_LAG: u64 = 100;
 /// A node answering slower than this is DEGRADED.
 pub const SLOW: Duration = Duration::from_millis(100);
 /// `xksProxyVendor` and `ekmVendor`.
@@ -137,8 +139,17 @@ pub async fn check_node<C: NodeClient>(
             } else {
                 h.model.clone()
             };
-            if h.seal_state != SealState::Unsealed as i32 {
+            // A cluster node without a read lease refuses crypto (and says why); one that is
+            // still applying entries it was told about is behind. vhsmd before the cluster
+            // sent neither field (serving = false with no reason): judged by seal state alone.
+            let no_lease = !h.serving && !h.not_serving_reason.is_empty();
+            if h.seal_state != SealState::Unsealed as i32 || no_lease {
+                if no_lease {
+                    tracing::warn!(node = %id, reason = %h.not_serving_reason, "vhsm node not serving");
+                }
                 (model, NodeStatus::Unavailable)
+            } else if h.apply_lag > MAX_APPLY_LAG {
+                (model, NodeStatus::Degraded)
             } else if !crypto_round_trip(client, health_key_id, timeout).await
                 || start.elapsed() > SLOW
             {
@@ -277,6 +288,12 @@ mod tests {
         Down,
         BadKey,
         Slow,
+        /// A cluster node without a read lease.
+        NoLease,
+        /// A cluster node far behind its read index.
+        Lagging,
+        /// vhsmd from before the cluster (no serving fields).
+        Legacy,
     }
 
     struct Node(Mode);
@@ -341,6 +358,18 @@ mod tests {
                     model: "vhsmd 0.1.0".into(),
                     version: "0.1.0".into(),
                     key_count: 1,
+                    serving: !matches!(mode, Mode::NoLease | Mode::Legacy),
+                    not_serving_reason: if matches!(mode, Mode::NoLease) {
+                        "no read lease: no quorum".into()
+                    } else {
+                        String::new()
+                    },
+                    lease_remaining_ms: 0,
+                    apply_lag: if matches!(mode, Mode::Lagging) {
+                        5000
+                    } else {
+                        0
+                    },
                 })
             })
         }
@@ -354,6 +383,9 @@ mod tests {
             Mode::Down,
             Mode::BadKey,
             Mode::Slow,
+            Mode::NoLease,
+            Mode::Lagging,
+            Mode::Legacy,
         ];
         let group = Arc::new(HaGroup::new(
             modes
@@ -386,7 +418,10 @@ mod tests {
                 "UNAVAILABLE",
                 "UNAVAILABLE",
                 "DEGRADED",
-                "DEGRADED"
+                "DEGRADED",
+                "UNAVAILABLE",
+                "DEGRADED",
+                "ACTIVE"
             ]
         );
         assert!(metrics.encode().contains("xks_vhsm_node_up{node=\"n2\"} 0"));

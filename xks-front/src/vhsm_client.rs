@@ -249,7 +249,7 @@ impl<C> Node<C> {
 
 /// What one attempt's failure means for the HA loop.
 enum Failure {
-    /// Try the next node (node unreachable, sealed, uninitialized).
+    /// Try the next node (node unreachable, sealed, uninitialized, not serving).
     NextNode(VhsmError),
     /// Final answer.
     Final(VhsmError),
@@ -258,7 +258,9 @@ enum Failure {
 fn classify(status: &tonic::Status) -> Failure {
     let reason = vhsm_proto::reason_of(status);
     match (status.code(), reason) {
-        (_, Reason::Sealed | Reason::Uninitialized) => {
+        // This node cannot answer for the cluster now (sealed, no read lease, no quorum):
+        // another node may.
+        (_, Reason::Sealed | Reason::Uninitialized | Reason::NotServing | Reason::NoQuorum) => {
             Failure::NextNode(VhsmError::Rejected(reason))
         }
         (tonic::Code::DeadlineExceeded, _) => Failure::NextNode(VhsmError::Timeout),

@@ -121,6 +121,8 @@ impl Crypto for FakeVhsmd {
             model: "vhsmd 0.1.0".into(),
             version: "0.1.0".into(),
             key_count: 2,
+            serving: true,
+            ..Default::default()
         }))
     }
 }

@@ -48,6 +48,14 @@ pub enum Reason {
     Corruption,
     /// Power-on self-tests failed.
     SelfTestFailed,
+    /// This node may not serve (no read lease of the replicated store).
+    NotServing,
+    /// A concurrent write changed the store first; nothing was applied.
+    Conflict,
+    /// A write with this request id was already applied.
+    AlreadyApplied,
+    /// The write could not be committed on a majority in time; its outcome is unknown.
+    NoQuorum,
     /// A backup is malformed or failed its integrity check.
     InvalidBackup,
     /// Any other internal failure.
@@ -138,6 +146,21 @@ pub enum Error {
     /// Storage, randomness or another internal failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// This node holds no read lease of the replicated store and may not serve crypto.
+    #[error("this node is not serving: {0}")]
+    NotServing(String),
+    /// A concurrent write on another node changed the store first; nothing was applied.
+    #[error("a concurrent write changed the store first; nothing was applied, retry")]
+    Conflict {
+        /// The log index the store had reached when the write was refused.
+        applied_index: u64,
+    },
+    /// A write with this request id was already applied; nothing was applied again.
+    #[error("a request with this id was already applied")]
+    AlreadyApplied,
+    /// The write was not committed on a majority in time; it may still be applied.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
 }
 
 impl Error {
@@ -165,6 +188,10 @@ impl Error {
             Error::SelfTestFailed(_) => Reason::SelfTestFailed,
             Error::InvalidBackup(_) => Reason::InvalidBackup,
             Error::Internal(_) => Reason::Internal,
+            Error::NotServing(_) => Reason::NotServing,
+            Error::Conflict { .. } => Reason::Conflict,
+            Error::AlreadyApplied => Reason::AlreadyApplied,
+            Error::NoQuorum(_) => Reason::NoQuorum,
         }
     }
 
@@ -183,7 +210,12 @@ impl From<StorageError> for Error {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::Corrupt(m) => Error::Corruption(format!("storage backend: {m}")),
-            other => Error::Internal(other.to_string()),
+            StorageError::Conflict { applied_index } => Error::Conflict { applied_index },
+            StorageError::AlreadyApplied => Error::AlreadyApplied,
+            StorageError::NoQuorum(m) => Error::NoQuorum(m),
+            other @ (StorageError::Io(_) | StorageError::Locked(_)) => {
+                Error::Internal(other.to_string())
+            }
         }
     }
 }

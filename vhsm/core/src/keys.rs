@@ -212,41 +212,73 @@ pub(crate) fn put_material(
     Ok(())
 }
 
+/// Authenticates one stored metadata record (stored under `k`) and loads its material.
+fn load_entry(
+    storage: &dyn Storage,
+    ring: &Keyring,
+    k: &[u8],
+    v: &[u8],
+) -> Result<Arc<CachedKey>, Error> {
+    let plain = ring.open(Tree::Keys, k, v)?;
+    let info = decode_info(&plain)?;
+    if meta_key(&info.key_id) != k {
+        return Err(Error::Corruption(
+            "key record: stored under another id".into(),
+        ));
+    }
+    let mut versions = Versions::new();
+    if info.state != KeyState::Destroyed {
+        for version in 1..=info.current_version {
+            let mk = material_key(&info.key_id, version);
+            let value = storage.get(Tree::Keys, &mk)?.ok_or_else(|| {
+                Error::Corruption(format!(
+                    "key {}: material of version {version} is missing",
+                    info.key_id
+                ))
+            })?;
+            let raw = ring.open(Tree::Keys, &mk, &value)?;
+            let secret = SecretKey::from_slice(&raw).map_err(|_| {
+                Error::Corruption(format!("key {}: material has a wrong length", info.key_id))
+            })?;
+            versions.insert(version, Arc::new(VersionKey::new(secret)));
+        }
+    }
+    Ok(Arc::new(CachedKey {
+        info,
+        versions: Arc::new(versions),
+    }))
+}
+
+/// Loads and authenticates one key by id; `None` if no record exists.
+pub(crate) fn load_one(
+    storage: &dyn Storage,
+    ring: &Keyring,
+    id: &str,
+) -> Result<Option<Arc<CachedKey>>, Error> {
+    let k = meta_key(id);
+    match storage.get(Tree::Keys, &k)? {
+        Some(v) => load_entry(storage, ring, &k, &v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The key id a `Keys`-tree storage key belongs to (`key/<id>` or `mat/<id>/<version>`).
+pub(crate) fn id_of_storage_key(k: &[u8]) -> Option<String> {
+    let id = if let Some(rest) = k.strip_prefix(b"key/".as_slice()) {
+        rest
+    } else {
+        let rest = k.strip_prefix(b"mat/".as_slice())?;
+        rest.get(..rest.len().checked_sub(5)?)?
+    };
+    std::str::from_utf8(id).ok().map(str::to_owned)
+}
+
 /// Loads and authenticates every key (with its material, unless destroyed).
 pub(crate) fn load_all(storage: &dyn Storage, ring: &Keyring) -> Result<KeyMap, Error> {
     let mut out = HashMap::new();
     for (k, v) in storage.scan_prefix(Tree::Keys, b"key/")? {
-        let plain = ring.open(Tree::Keys, &k, &v)?;
-        let info = decode_info(&plain)?;
-        if meta_key(&info.key_id) != k {
-            return Err(Error::Corruption(
-                "key record: stored under another id".into(),
-            ));
-        }
-        let mut versions = Versions::new();
-        if info.state != KeyState::Destroyed {
-            for version in 1..=info.current_version {
-                let mk = material_key(&info.key_id, version);
-                let value = storage.get(Tree::Keys, &mk)?.ok_or_else(|| {
-                    Error::Corruption(format!(
-                        "key {}: material of version {version} is missing",
-                        info.key_id
-                    ))
-                })?;
-                let raw = ring.open(Tree::Keys, &mk, &value)?;
-                let secret = SecretKey::from_slice(&raw).map_err(|_| {
-                    Error::Corruption(format!("key {}: material has a wrong length", info.key_id))
-                })?;
-                versions.insert(version, Arc::new(VersionKey::new(secret)));
-            }
-        }
-        out.insert(
-            info.key_id.clone(),
-            Arc::new(CachedKey {
-                info,
-                versions: Arc::new(versions),
-            }),
-        );
+        let cached = load_entry(storage, ring, &k, &v)?;
+        out.insert(cached.info.key_id.clone(), cached);
     }
     // Every material record must belong to a live key version (nothing orphaned or injected).
     let expected: std::collections::HashSet<Vec<u8>> = out
@@ -268,6 +300,17 @@ pub(crate) fn load_all(storage: &dyn Storage, ring: &Keyring) -> Result<KeyMap, 
 mod tests {
     use super::*;
     use crate::types::Usage;
+
+    #[test]
+    fn storage_keys_name_their_key_id() {
+        assert_eq!(id_of_storage_key(&meta_key("k-1")).as_deref(), Some("k-1"));
+        assert_eq!(
+            id_of_storage_key(&material_key("a.b_c", 7)).as_deref(),
+            Some("a.b_c")
+        );
+        assert_eq!(id_of_storage_key(b"mat/x"), None);
+        assert_eq!(id_of_storage_key(b"other/x"), None);
+    }
 
     pub(crate) fn info() -> KeyInfo {
         KeyInfo {

@@ -33,6 +33,7 @@ mod share;
 
 pub mod env;
 pub mod error;
+mod reload;
 pub mod storage;
 pub mod storage_conformance;
 pub mod types;
@@ -44,7 +45,9 @@ pub use env::{Clock, OsRandom, RandomSource, SystemClock};
 pub use error::{Error, Reason};
 pub use keyops::MAX_DELETION_WAITING_DAYS;
 pub use secrecy::SecretString;
-pub use storage::{Durability, MemoryStorage, Storage, StorageError, Tree, WriteBatch, WriteOp};
+pub use storage::{
+    Changes, Durability, MemoryStorage, Storage, StorageError, Tree, WriteBatch, WriteOp,
+};
 pub use types::{
     is_valid_key_id, DecryptInput, EncryptOutput, EncryptedShare, ImportKey, InitOutcome,
     InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth, SealState, SecretBytes,

@@ -157,10 +157,71 @@ pub enum StorageError {
     /// The backend found its own files damaged.
     #[error("storage corrupt: {0}")]
     Corrupt(String),
+    /// A replicated backend refused the batch: another write changed the store after the state
+    /// this batch was computed from. Nothing was applied; the caller may retry.
+    #[error("a concurrent write changed the store first (applied up to {applied_index})")]
+    Conflict {
+        /// The replicated log index the store had reached when the batch was refused.
+        applied_index: u64,
+    },
+    /// A replicated backend found the batch's request id already applied; nothing was applied.
+    #[error("this request was already applied")]
+    AlreadyApplied,
+    /// A replicated backend could not commit the batch on a majority in time. Its outcome is
+    /// unknown: it may still be applied (retry with the same request id).
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
 }
 
 /// The (key, value) pairs returned by [`Storage::scan_prefix`], in key order.
 pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a replicated backend tells the core after it applied writes the core did not make
+/// itself (another node's, or its own after an uncertain outcome), so the core can reload the
+/// in-memory state derived from them. Single-node backends never send one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The whole store may have changed (a snapshot was installed).
+    All,
+    /// Only these (tree, key) pairs changed.
+    Keys(Vec<(Tree, Vec<u8>)>),
+}
+
+impl Changes {
+    /// Both sets together.
+    pub fn merge(self, other: Changes) -> Changes {
+        match (self, other) {
+            (Changes::Keys(mut a), Changes::Keys(b)) => {
+                a.extend(b);
+                Changes::Keys(a)
+            }
+            _ => Changes::All,
+        }
+    }
+
+    /// True if `tree` may have changed.
+    pub fn touches(&self, tree: Tree) -> bool {
+        match self {
+            Changes::All => true,
+            Changes::Keys(k) => k.iter().any(|(t, _)| *t == tree),
+        }
+    }
+
+    /// The (tree, key) pairs that changed (all of a batch's writes).
+    pub fn of_batch(batch: &WriteBatch) -> Changes {
+        Changes::Keys(
+            batch
+                .ops()
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Put { tree, key, .. } | WriteOp::Delete { tree, key } => {
+                        (*tree, key.clone())
+                    }
+                })
+                .collect(),
+        )
+    }
+}
 
 /// Persistence for the core. Implementations must be safe to share between threads.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {

@@ -100,7 +100,7 @@ fn random_key(rng: &dyn RandomSource) -> Result<SecretKey, Error> {
 }
 
 /// Loads the keyring, the audit signing key and every key with the recovered root key.
-fn load_secrets(
+pub(crate) fn load_secrets(
     storage: &dyn Storage,
     root: &SecretKey,
     header: &Header,

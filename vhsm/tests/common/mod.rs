@@ -155,7 +155,7 @@ pub async fn start(config: &Config) -> Running {
 
 /// Opens vhsmd (returning the error if the store cannot be opened) and serves it.
 pub async fn try_start(config: &Config) -> Result<Running, ServeError> {
-    let daemon = vhsm::server::Daemon::open(config)?;
+    let daemon = vhsm::server::Daemon::open(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
