@@ -222,7 +222,7 @@ impl Admin for AdminService {
             .call(request, Method::Status, "", move |v, _, _| {
                 let s = v.status();
                 Ok(StatusResponse {
-                    node_id,
+                    node_id: node_id.clone(),
                     seal_state: convert::seal_state(s.seal_state) as i32,
                     unseal_mode: s
                         .unseal_mode

@@ -168,17 +168,18 @@ impl Crypto for CryptoService {
             .call(request, Method::Health, "", move |v, _, _| {
                 // The key cache only: Health runs inline and must not wait for a ceremony.
                 let (seal_state, key_count) = v.health();
-                let (serving, not_serving_reason, lease_remaining_ms, apply_lag) = match cluster {
-                    Some(c) => (
-                        c.serving,
-                        c.not_serving_reason,
-                        u64::try_from(c.lease_remaining.as_millis()).unwrap_or(u64::MAX),
-                        c.apply_lag,
-                    ),
-                    None => (true, String::new(), 0, 0),
-                };
+                let (serving, not_serving_reason, lease_remaining_ms, apply_lag) =
+                    match cluster.clone() {
+                        Some(c) => (
+                            c.serving,
+                            c.not_serving_reason,
+                            u64::try_from(c.lease_remaining.as_millis()).unwrap_or(u64::MAX),
+                            c.apply_lag,
+                        ),
+                        None => (true, String::new(), 0, 0),
+                    };
                 Ok(HealthResponse {
-                    node_id,
+                    node_id: node_id.clone(),
                     seal_state: convert::seal_state(seal_state) as i32,
                     model: MODEL.to_owned(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),

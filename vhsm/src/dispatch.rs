@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use vhsm_core::{Error, Reason, Vhsm};
+use vhsm_proto::v1::Reason as WireReason;
 
 use crate::access::Method;
 use crate::cluster::node::ClusterNode;
@@ -147,9 +148,9 @@ impl Dispatcher {
         f: F,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: Wipe + Send + 'static,
+        Req: Wipe + Clone + Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
+        F: Fn(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
     {
         let started = Instant::now();
         let caller = self.caller(&request);
@@ -234,9 +235,9 @@ impl Dispatcher {
         f: F,
     ) -> Result<Resp, Status>
     where
-        Req: Wipe + Send + 'static,
+        Req: Wipe + Clone + Send + 'static,
         Resp: Send + 'static,
-        F: FnOnce(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
+        F: Fn(&Vhsm, &Caller, Req) -> Result<Resp, Status> + Send + 'static,
     {
         if !method.may_block() {
             if let (true, Some(c)) = (method.needs_lease(), &self.cluster) {
@@ -284,7 +285,14 @@ impl Dispatcher {
         let storage = self.cluster.as_ref().map(|l| Arc::clone(&l.storage));
         let rid = request_id.to_owned();
         tokio::task::spawn_blocking(move || match storage {
-            Some(s) if method.is_write() => s.with_request_id(&rid, || f(&vhsm, &c, msg)),
+            Some(s) if method.is_write() => {
+                let conflicted = |r: &Result<Resp, Status>| {
+                    matches!(r, Err(st) if vhsm_proto::reason_of(st) == WireReason::Conflict)
+                };
+                let out = s.write(&rid, || f(&vhsm, &c, msg.clone()), conflicted);
+                msg.wipe();
+                out
+            }
             _ => f(&vhsm, &c, msg),
         })
         .await

@@ -148,9 +148,8 @@ pub async fn check_node<C: NodeClient>(
                     tracing::warn!(node = %id, reason = %h.not_serving_reason, "vhsm node not serving");
                 }
                 (model, NodeStatus::Unavailable)
-            } else if h.apply_lag > MAX_APPLY_LAG {
-                (model, NodeStatus::Degraded)
-            } else if !crypto_round_trip(client, health_key_id, timeout).await
+            } else if h.apply_lag > MAX_APPLY_LAG
+                || !crypto_round_trip(client, health_key_id, timeout).await
                 || start.elapsed() > SLOW
             {
                 (model, NodeStatus::Degraded)

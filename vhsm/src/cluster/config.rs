@@ -207,7 +207,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: [(fn(&mut ClusterConfig), &str); 5] = [
+        type Change = fn(&mut ClusterConfig);
+        let cases: [(Change, &str); 5] = [
             (|c| c.lease_ms = 10, "cluster.lease_ms"),
             (
                 |c| c.advertise = Some("http://x:1".into()),

@@ -1,5 +1,8 @@
 //! The Raft log on sled: entries, vote, committed and purged ids, each write flushed (fsync)
 //! before openraft is told it is durable.
+// openraft's StorageError (large) is the error type its storage traits require; the
+// helpers here return it unboxed to hand it straight back to openraft.
+#![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;

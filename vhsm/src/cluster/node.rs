@@ -330,7 +330,7 @@ impl ClusterNode {
     /// The cluster's read index, confirmed by a quorum: the leader's, asked locally or over the
     /// network, within `timeout`.
     pub async fn read_index(&self, timeout: Duration) -> Result<u64, String> {
-        let asked = async {
+        let asked_once = || async {
             match self.raft.get_read_log_id().await {
                 Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
@@ -347,7 +347,18 @@ impl ClusterNode {
                 Err(e) => Err(e.to_string()),
             }
         };
-        match tokio::time::timeout(timeout, asked).await {
+        // During an election nobody leads for a moment: ask again until the time is up.
+        let deadline = Instant::now() + timeout;
+        let retrying = async {
+            loop {
+                match asked_once().await {
+                    Ok(i) => return Ok(i),
+                    Err(e) if Instant::now() + RETRY_PAUSE >= deadline => return Err(e),
+                    Err(_) => tokio::time::sleep(RETRY_PAUSE.min(Duration::from_millis(20))).await,
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, retrying).await {
             Ok(r) => r,
             Err(_) => Err(format!("no read index within {timeout:?} (no quorum?)")),
         }
@@ -397,6 +408,13 @@ impl ClusterNode {
                 match self.read_index(period).await {
                     Ok(index) => {
                         self.read_target.fetch_max(index, Ordering::Relaxed);
+                        if self.seen() < index {
+                            // Shown if the lease runs out while this node catches up.
+                            self.lease.set_reason(format!(
+                                "lagging: reflects index {} of read index {index}",
+                                self.seen()
+                            ));
+                        }
                         if self.wait_seen(index, t_sent + lease).await {
                             self.lease.extend(t_sent + lease);
                             renewed = true;

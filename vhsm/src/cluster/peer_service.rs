@@ -34,7 +34,7 @@ impl PeerService {
             .handle(rpc, request.into_inner())
             .await
             .map(Response::new)
-            .map_err(|e| Status::failed_precondition(e))
+            .map_err(Status::failed_precondition)
     }
 }
 

@@ -14,6 +14,9 @@ use super::node::ClusterNode;
 use super::types::{Applied, Command, MAX_REQUEST_ID_LEN};
 use crate::storage::SledStorage;
 
+/// Attempts of one store-changing call that lost to concurrent writes on other nodes.
+pub const MAX_WRITE_ATTEMPTS: u32 = 3;
+
 /// The client request id a thread's core call runs under, and how many commits it made.
 #[derive(Debug)]
 struct Scope {
@@ -61,6 +64,31 @@ impl ReplicatedStorage {
             s.remove(&thread);
         }
         out
+    }
+
+    /// Runs a store-changing core call (on this blocking thread) under `request_id`. If a
+    /// concurrent write on another node won (`conflicted`: nothing was applied), catches up
+    /// with the cluster and runs it again, at most [`MAX_WRITE_ATTEMPTS`] times. Each attempt
+    /// numbers its commits from 1 again, so a later retry by the client is still recognised.
+    pub fn write<T>(
+        &self,
+        request_id: &str,
+        mut attempt: impl FnMut() -> T,
+        conflicted: impl Fn(&T) -> bool,
+    ) -> T {
+        let wait = Duration::from_millis(self.node.config().write_timeout_ms);
+        let mut n = 1;
+        loop {
+            let out = self.with_request_id(request_id, &mut attempt);
+            if n >= MAX_WRITE_ATTEMPTS || !conflicted(&out) {
+                return out;
+            }
+            if let Err(e) = self.runtime.block_on(self.node.catch_up(wait)) {
+                tracing::warn!(error = %e, "cannot catch up after a write conflict");
+                return out;
+            }
+            n += 1;
+        }
     }
 
     fn next_request_id(&self) -> Result<String, StorageError> {

@@ -5,6 +5,9 @@
 //! Data lives in the sled default tree under the same `tree || 0 || key` names the
 //! single-node backend uses, next to the machine's own records (`_sm`, `_rq`, `_ro`), so one
 //! sled batch applies an entry's writes and the new applied index atomically.
+// openraft's StorageError (large) is the error type its storage traits require; the
+// helpers here return it unboxed to hand it straight back to openraft.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -177,7 +180,7 @@ fn dump(db: &sled::Db) -> Result<Vec<u8>, RaftStorageError> {
 }
 
 /// The (key, value) pairs of a snapshot, after checking its frame and hash.
-fn parse_snapshot(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, RaftStorageError> {
+fn parse_snapshot(data: &[u8]) -> Result<vhsm_core::storage::KeyValues, RaftStorageError> {
     let bad = |m: &str| snap_err(ErrorVerb::Read, format!("snapshot: {m}"));
     let body_len = data.len().checked_sub(32).ok_or_else(|| bad("too short"))?;
     let (body, digest) = data.split_at(body_len);
