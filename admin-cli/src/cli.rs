@@ -232,8 +232,9 @@ Run once by the operator who installs the appliance. Creates an ECDSA P-256 priv
 (ca.crt/ca.key, 5 years), the vhsmd server certificate (vhsmd.crt, SAN vhsmd, localhost, \
 127.0.0.1), the xks-front HTTPS certificate (xks-front.crt, SAN xks.localhost, localhost, \
 127.0.0.1), client certificates for xks-front (crypto.crt, CN xks-front), operators (admin.crt, \
-CN admin) and auditors (auditor.crt, CN auditor), and a test KMS client certificate \
-(kms-client.crt, CN cks.kms.us-east-1.amazonaws.com). Leaf certificates last --days (default \
+CN admin) and auditors (auditor.crt, CN auditor), the client certificate the vhsmd nodes of a \
+cluster present to each other (peer.crt, CN vhsm-peer: role `peer`), and a test KMS client \
+certificate (kms-client.crt, CN cks.kms.us-east-1.amazonaws.com). Leaf certificates last --days (default \
 365). Private keys are written 0600 in a 0700 directory; keep ca.key offline.\n\n\
 Refuses to overwrite an existing PKI without --force."
     )]

@@ -60,7 +60,7 @@ struct Leaf {
 }
 
 /// Every file `pki init` writes (stems; each has .crt and .key).
-pub const STEMS: [&str; 7] = [
+pub const STEMS: [&str; 8] = [
     "ca",
     "vhsmd",
     "xks-front",
@@ -68,6 +68,7 @@ pub const STEMS: [&str; 7] = [
     "admin",
     "auditor",
     "kms-client",
+    "peer",
 ];
 
 fn leaves(spec: &PkiSpec) -> Vec<Leaf> {
@@ -109,6 +110,12 @@ fn leaves(spec: &PkiSpec) -> Vec<Leaf> {
             stem: "auditor",
             cn: "auditor",
             sans: vec!["auditor".into()],
+            role: Role::Client,
+        },
+        Leaf {
+            stem: "peer",
+            cn: "vhsm-peer",
+            sans: vec!["vhsm-peer".into()],
             role: Role::Client,
         },
         Leaf {
@@ -330,7 +337,7 @@ mod tests {
             "{ca_life}"
         );
 
-        let expect: [(&str, &str, &[&str]); 6] = [
+        let expect: [(&str, &str, &[&str]); 7] = [
             (
                 "vhsmd",
                 "vhsmd",
@@ -350,6 +357,7 @@ mod tests {
             ("crypto", "xks-front", &["xks-front"]),
             ("admin", "admin", &["admin"]),
             ("auditor", "auditor", &["auditor"]),
+            ("peer", "vhsm-peer", &["vhsm-peer"]),
             (
                 "kms-client",
                 "cks.kms.us-east-1.amazonaws.com",

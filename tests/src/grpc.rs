@@ -27,3 +27,13 @@ pub async fn channel(endpoint: &str, pki: &Path, role: &str) -> Result<Channel> 
 pub async fn crypto(endpoint: &str, pki: &Path) -> Result<CryptoClient<Channel>> {
     Ok(CryptoClient::new(channel(endpoint, pki, "crypto").await?))
 }
+
+/// An Admin client with the operator's certificate.
+pub async fn admin(
+    endpoint: &str,
+    pki: &Path,
+) -> Result<vhsm_proto::v1::admin_client::AdminClient<Channel>> {
+    Ok(vhsm_proto::v1::admin_client::AdminClient::new(
+        channel(endpoint, pki, "admin").await?,
+    ))
+}

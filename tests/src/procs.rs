@@ -134,6 +134,18 @@ impl VhsmdProc {
     /// As [`VhsmdProc::start`]; with `unix`, vhsmd also listens on `dir/<node_id>.sock`
     /// (`[unix]`), granting the crypto role to this process's uid.
     pub fn start_with(dir: &Path, pki: &Path, node_id: &str, unix: bool) -> Result<Self> {
+        Self::start_member(dir, pki, node_id, unix, true)
+    }
+
+    /// As [`VhsmdProc::start_with`]; `bootstrap = false` starts a node that waits to be added
+    /// to a cluster (`vhsm-admin cluster add-node`).
+    pub fn start_member(
+        dir: &Path,
+        pki: &Path,
+        node_id: &str,
+        unix: bool,
+        bootstrap: bool,
+    ) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let port = free_port();
         let unix_socket = unix.then(|| dir.join(format!("{node_id}.sock")));
@@ -164,9 +176,18 @@ client_ca = "{pki}/ca.crt"
 crypto = ["xks-front"]
 admin = ["admin"]
 auditor = ["auditor"]
+peer = ["vhsm-peer"]
 
 [keys]
 min_deletion_waiting_days = 7
+
+[cluster]
+advertise = "https://127.0.0.1:{port}"
+bootstrap = {bootstrap}
+peer_cert = "{pki}/peer.crt"
+peer_key = "{pki}/peer.key"
+# Small, so that every cluster test also builds, sends and installs snapshots.
+snapshot_every_entries = 100
 
 [log]
 format = "json"
@@ -460,8 +481,9 @@ pub struct Appliance {
 }
 
 impl Appliance {
-    /// PKI + `nodes` vhsmd processes, the first initialized (passphrase mode) and unsealed,
-    /// the others cloned from it; `key_ids` and the health key `xks-health` created.
+    /// PKI + `nodes` vhsmd processes forming one cluster: the first initialized (passphrase
+    /// mode) and unsealed with `key_ids` and the health key `xks-health`, the others added
+    /// with `cluster add-node` and unsealed.
     pub fn start(opts: &ApplianceOptions) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let pki = dir.path().join("pki");
@@ -474,11 +496,12 @@ impl Appliance {
         }
         let mut nodes = Vec::new();
         for i in 0..opts.nodes.max(1) {
-            nodes.push(VhsmdProc::start_with(
+            nodes.push(VhsmdProc::start_member(
                 dir.path(),
                 &pki,
                 &format!("vhsm-{}", i + 1),
                 opts.unix,
+                i == 0,
             )?);
         }
         let app = Appliance { dir, pki, nodes };
@@ -503,10 +526,9 @@ impl Appliance {
         )?;
         for i in 1..app.nodes.len() {
             let target = app.nodes[i].endpoint();
-            admin.ok(
-                &["clone", "--to", &target],
-                &format!("{}\n", opts.passphrase),
-            )?;
+            admin.ok(&["cluster", "add-node", "--address", &target], "")?;
+            app.admin(i)
+                .ok(&["unseal"], &format!("{}\n", opts.passphrase))?;
         }
         Ok(app)
     }

@@ -385,9 +385,9 @@ async fn credential_rotation_with_two_live_credentials_and_reload() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failover_when_one_of_two_nodes_stops_mid_load() {
+async fn failover_when_one_of_three_nodes_stops_mid_load() {
     let opts = ApplianceOptions {
-        nodes: 2,
+        nodes: 3,
         ..ApplianceOptions::default()
     };
     let mut app = tokio::task::spawn_blocking(move || Appliance::start(&opts))
@@ -399,7 +399,7 @@ async fn failover_when_one_of_two_nodes_stops_mid_load() {
     let front = XksFrontProc::start(
         &xks_dir,
         &app.pki,
-        &[&app.nodes[0], &app.nodes[1]],
+        &[&app.nodes[0], &app.nodes[1], &app.nodes[2]],
         &[store(&[(AKID_1, SECRET_1)])],
         2,
     )
@@ -408,7 +408,7 @@ async fn failover_when_one_of_two_nodes_stops_mid_load() {
     let h = client.post(&api("/health"), &health_body()).await.unwrap();
     assert_eq!(
         h.body["ekmFleetDetails"].as_array().map(Vec::len),
-        Some(2),
+        Some(3),
         "{:?}",
         h.body
     );

@@ -92,11 +92,13 @@ fn default_lease_ms() -> u64 {
 fn default_heartbeat_ms() -> u64 {
     100
 }
+// A new leader must be elected (and a read index confirmed) well within the 2 s lease, so
+// that the survivors of a leader loss keep serving without a gap.
 fn default_election_min_ms() -> u64 {
-    500
+    300
 }
 fn default_election_max_ms() -> u64 {
-    1000
+    600
 }
 fn default_write_timeout_ms() -> u64 {
     5000
@@ -182,7 +184,8 @@ impl ClusterConfig {
             election_timeout_max: self.election_timeout_max_ms,
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept below a snapshot for slightly lagging followers.
+            max_in_snapshot_log_to_keep: (self.snapshot_every_entries / 5).clamp(10, 1000),
             // 1 MiB chunks: raw bytes in our transport.
             snapshot_max_chunk_size: 1024 * 1024,
             ..Default::default()

@@ -398,7 +398,7 @@ impl ClusterNode {
         let lease = Duration::from_millis(self.cfg.lease_ms);
         let period = lease / 3;
         // After a failed renewal, try again sooner (a new leader, a healed partition).
-        let retry = period.min(Duration::from_millis(100));
+        let retry = period.min(Duration::from_millis(50));
         loop {
             let t_sent = Instant::now();
             let mut renewed = false;
@@ -542,6 +542,26 @@ impl ClusterNode {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
+        }
+        // Done when the new node's key cache reflects the store (so it can be unsealed now).
+        let target = self
+            .raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index);
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.install_snapshot_timeout_ms);
+        loop {
+            match self.peers.node_info(addr).await {
+                Ok(i) if i.applied_index >= target => break,
+                _ if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "raft id {} joined but had not applied the store (index {target}) in time",
+                        info.raft_id
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
         }
         tracing::info!(raft_id = info.raft_id, %addr, voter = !learner_only, "node added to the cluster");
         Ok(info.raft_id)
