@@ -73,6 +73,9 @@ bootstrap = $2
 peer_cert = "$DEV/pki/peer.crt"
 peer_key = "$DEV/pki/peer.key"
 
+[metrics]
+addr = "127.0.0.1:$((METRICS_PORT + $1))"
+
 [log]
 format = "text"
 level = "info"
@@ -211,7 +214,7 @@ The dev appliance is running (state in .dev, logs in .dev/logs):
   vhsmd nodes (mTLS)  $ENDPOINTS
   Admin CLI           target/release/vhsm-admin --endpoint https://127.0.0.1:$VHSMD_PORT --pki-dir .dev/pki status
   Cluster status      target/release/vhsm-admin --endpoint https://127.0.0.1:$VHSMD_PORT --pki-dir .dev/pki cluster status
-  Metrics             http://127.0.0.1:$METRICS_PORT/metrics
+  Metrics             http://127.0.0.1:$METRICS_PORT/metrics (xks-front), :$((METRICS_PORT + 1))... (vhsmd nodes)
   For scripts         source .dev/appliance.env
 
 Encrypt "Hello World!" with demo-key (also saved as .dev/encrypt-example.sh):

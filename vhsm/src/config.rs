@@ -75,6 +75,17 @@ pub struct Config {
     /// The replicated store (absent: a one-member cluster of this node).
     #[serde(default)]
     pub cluster: crate::cluster::config::ClusterConfig,
+    /// Optional Prometheus endpoint (plain HTTP; keep it on loopback or a management network).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where vhsmd serves `GET /metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:port`, e.g. `127.0.0.1:9465`.
+    pub addr: String,
 }
 
 /// `[unix]`: a local Unix-socket listener serving the same services; the kernel authenticates
@@ -302,6 +313,11 @@ impl Config {
             unix.validate()?;
         }
         self.cluster.validate()?;
+        if let Some(m) = &self.metrics {
+            m.addr.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::invalid("metrics.addr", "must be an IP:port socket address")
+            })?;
+        }
         if let Some(p) = &self.cluster.peer_cert {
             check_file("cluster.peer_cert", p)?;
         }

@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod error_map;
 pub mod hardening;
 pub mod logging;
+pub mod metrics;
 pub mod reaper;
 pub mod roles;
 pub mod server;

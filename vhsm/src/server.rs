@@ -228,6 +228,19 @@ impl Daemon {
         let node = Arc::clone(&cluster.node);
         let reload = tokio::spawn(run_reload(Arc::clone(&node), Arc::clone(&vhsm), notices));
         let lease = tokio::spawn(Arc::clone(&node).run_lease());
+        let metrics = match &config.metrics {
+            Some(m) => {
+                let listener = TcpListener::bind(&m.addr).await?;
+                tracing::info!("vhsmd metrics on http://{}/metrics", m.addr);
+                Some(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    Arc::clone(&node),
+                    Arc::clone(&vhsm),
+                    std::future::pending(),
+                )))
+            }
+            None => None,
+        };
         let unix_listener = match unix {
             Some((listener, path)) => Some((tokio::net::UnixListener::from_std(listener)?, path)),
             None => None,
@@ -311,6 +324,10 @@ impl Daemon {
         node.shutdown().await;
         lease.abort();
         reload.abort();
+        if let Some(m) = metrics {
+            m.abort();
+            let _ = m.await;
+        }
         let _ = lease.await;
         let _ = reload.await;
         drop(node);
