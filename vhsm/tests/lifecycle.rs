@@ -499,3 +499,46 @@ async fn quorum_unseal_reports_progress() {
     );
     node.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_traffic_needs_the_peer_role_and_a_refusal_is_audited() {
+    use vhsm_proto::v1::peer_client::PeerClient;
+    use vhsm_proto::v1::RaftMessage;
+    let pki = Pki::new();
+    let node = start(&pki.config(&pki.path().join("data"))).await;
+    let mut admin = admin_client(node.addr, &pki, &pki.admin).await;
+    admin.init(passphrase_init(PASS)).await.unwrap();
+    // Every other role (and an unknown certificate) is refused Peer calls, before anything
+    // is parsed.
+    for id in [&pki.admin, &pki.crypto, &pki.auditor, &pki.stranger] {
+        let ch = common::channel(node.addr, &pki.ca_pem, Some(id))
+            .await
+            .unwrap();
+        let mut peer = PeerClient::new(ch);
+        let e = peer
+            .append_entries(RaftMessage {
+                json: b"{}".to_vec(),
+                data: Vec::new(),
+            })
+            .await
+            .unwrap_err();
+        expect(e, Code::PermissionDenied, Reason::PermissionDenied);
+        let e = peer.propose(RaftMessage::default()).await.unwrap_err();
+        expect(e, Code::PermissionDenied, Reason::PermissionDenied);
+    }
+    let log = admin
+        .export_audit(ExportAuditRequest {
+            from_seq: 1,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let denied = log
+        .records
+        .iter()
+        .filter(|r| r.contains("access.denied") && r.contains("Peer/Raft"))
+        .count();
+    assert!(denied >= 1, "{:?}", log.records);
+    node.stop().await.unwrap();
+}
