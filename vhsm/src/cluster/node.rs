@@ -446,9 +446,12 @@ impl ClusterNode {
     /// that did not (unreachable or lagging: they stop serving within the lease).
     pub async fn wait_members_applied(&self, index: u64, wait: Duration) -> Vec<String> {
         let deadline = Instant::now() + wait;
+        // This node itself: woken by its own reload, no polling.
+        let self_done = self.wait_seen(index, deadline).await;
         let mut pending: Vec<(NodeId, String)> = self
             .members()
             .into_iter()
+            .filter(|(id, _, _)| *id != self.id || !self_done)
             .map(|(id, addr, _)| (id, addr))
             .collect();
         loop {
@@ -464,10 +467,10 @@ impl ClusterNode {
                 }
             }
             pending = still;
-            if pending.is_empty() || Instant::now() + Duration::from_millis(20) >= deadline {
+            if pending.is_empty() || Instant::now() + Duration::from_millis(5) >= deadline {
                 return pending.into_iter().map(|(_, a)| a).collect();
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
