@@ -28,7 +28,10 @@ pub struct LimitsConfig {
     /// Until a connection has carried one SigV4-verified request it is closed this long after
     /// its TLS handshake: silent, slow and unauthenticated connections do not stay.
     pub first_request_timeout_ms: u64,
-    /// HTTP/1.1: the request line and headers of each request must arrive within this.
+    /// HTTP/1.1: the request line and headers of each request must arrive within this. hyper
+    /// starts the timer when the connection waits for its next request, so it also bounds
+    /// keep-alive idle time (keep it >= `idle_timeout_ms`). Unauthenticated connections are
+    /// bounded by `first_request_timeout_ms` anyway.
     pub header_read_timeout_ms: u64,
     /// An authenticated connection with no request for this long is closed (HTTP/1.1 keep-alive
     /// and HTTP/2 alike; HTTP/2 pings do not count as requests).
@@ -69,7 +72,7 @@ impl Default for LimitsConfig {
             max_connections_per_peer: 2048,
             tls_handshake_timeout_ms: 3000,
             first_request_timeout_ms: 3000,
-            header_read_timeout_ms: 3000,
+            header_read_timeout_ms: 30_000,
             idle_timeout_ms: 30_000,
             body_timeout_ms: 1000,
             max_drain_bytes: 1024 * 1024,
