@@ -15,6 +15,7 @@ pub mod health;
 pub mod key_manager;
 pub mod keystores;
 pub mod limits;
+pub mod metered;
 pub mod metrics;
 pub mod peers;
 pub mod policy;

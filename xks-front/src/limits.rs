@@ -45,6 +45,11 @@ pub struct LimitsConfig {
     pub unauthenticated_per_connection: usize,
     /// Requests not yet SigV4-verified, per peer address (IPv4 address, IPv6 /64).
     pub unauthenticated_per_peer: usize,
+    /// Bytes per second a connection may send until one of its requests has authenticated
+    /// (burst: `max_drain_bytes` + 64 KiB, so one oversized body can still be drained and
+    /// answered). Bounds what floods of small HTTP/2 frames (SETTINGS, PING, RST_STREAM,
+    /// CONTINUATION) make us process before we know who is talking.
+    pub unauthenticated_read_bytes_per_sec: u64,
     /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS.
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE (bytes; also bounds CONTINUATION floods).
@@ -78,6 +83,7 @@ impl Default for LimitsConfig {
             max_drain_bytes: 1024 * 1024,
             unauthenticated_per_connection: 8,
             unauthenticated_per_peer: 256,
+            unauthenticated_read_bytes_per_sec: 256 * 1024,
             http2_max_concurrent_streams: 64,
             http2_max_header_list_size: 16 * 1024,
             http2_max_pending_accept_reset_streams: 20,
@@ -169,6 +175,12 @@ impl LimitsConfig {
             1 << 20,
         )?;
         check(
+            "unauthenticated_read_bytes_per_sec",
+            self.unauthenticated_read_bytes_per_sec,
+            16 * 1024,
+            1 << 30,
+        )?;
+        check(
             "http2_max_concurrent_streams",
             self.http2_max_concurrent_streams,
             1,
@@ -219,6 +231,8 @@ impl LimitsConfig {
             header_read_timeout: ms(self.header_read_timeout_ms),
             idle_timeout: ms(self.idle_timeout_ms),
             close_grace: ms(self.body_timeout_ms) + Duration::from_secs(1),
+            unauthenticated_read_rate: self.unauthenticated_read_bytes_per_sec,
+            unauthenticated_read_burst: (self.max_drain_bytes + crate::api::MAX_BODY) as u64,
             http2_max_concurrent_streams: self.http2_max_concurrent_streams,
             http2_max_header_list_size: self.http2_max_header_list_size,
             http2_max_pending_accept_reset_streams: self.http2_max_pending_accept_reset_streams,
@@ -254,6 +268,8 @@ pub struct ConnLimits {
     /// After a connection is told to close (GOAWAY / keep-alive off): how long its in-flight
     /// requests may still run before it is dropped.
     pub close_grace: Duration,
+    pub unauthenticated_read_rate: u64,
+    pub unauthenticated_read_burst: u64,
     pub http2_max_concurrent_streams: u32,
     pub http2_max_header_list_size: u32,
     pub http2_max_pending_accept_reset_streams: usize,

@@ -61,6 +61,8 @@ pub enum Limit {
     UnauthenticatedPerConnection,
     /// `limits.unauthenticated_per_peer`.
     UnauthenticatedPerPeer,
+    /// `limits.unauthenticated_read_bytes_per_sec`: an unauthenticated connection was paused.
+    UnauthenticatedReadRate,
     /// An HTTP timeout inside hyper: `limits.header_read_timeout_ms` or the HTTP/2 ping timeout.
     HttpTimeout,
     /// A connection ended by an HTTP protocol error or limit (header sizes, h2 resets/streams).
@@ -84,6 +86,7 @@ impl Limit {
             Limit::BodyTooLargeReset => "body_too_large_reset",
             Limit::UnauthenticatedPerConnection => "unauthenticated_per_connection",
             Limit::UnauthenticatedPerPeer => "unauthenticated_per_peer",
+            Limit::UnauthenticatedReadRate => "unauthenticated_read_rate",
             Limit::HttpTimeout => "http_timeout",
             Limit::HttpProtocol => "http_protocol",
             Limit::AcceptError => "accept_error",

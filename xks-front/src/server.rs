@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::AcceptErrors;
 use crate::conn::{ConnInfo, ConnState, Verdict};
 use crate::limits::ConnLimits;
+use crate::metered::Metered;
 use crate::metrics::{Limit, Metrics};
 use crate::peers::{PeerSlot, PeerTable};
 
@@ -287,6 +288,13 @@ where
         }
     });
     let builder = builder(l);
+    let io = Metered::new(
+        io,
+        state.clone(),
+        sh.metrics.clone(),
+        l.unauthenticated_read_rate,
+        l.unauthenticated_read_burst,
+    );
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut check_at = tokio::time::Instant::now() + l.first_request_timeout;
