@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use vhsm_e2e::procs::{KeyStoreSpec, XksFrontProc};
-use vhsm_e2e::{Appliance, ApplianceOptions, XksClient};
+use vhsm_e2e::{cpu_time_us, Appliance, ApplianceOptions, XksClient};
 
 const AKID: &str = "AKIAHOSTILETESTKEYAA";
 const SECRET: &str = "aG9zdGlsZS1zdWl0ZS1zZWNyZXQtMTIzNDU2Nzg5MA==";
@@ -61,6 +61,31 @@ fn tls_config(pki: &Path, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     Arc::new(cfg)
 }
 
+/// Sets the nice value of every thread of `pid` (Linux nice is per thread).
+fn renice(pid: u32, nice: i32) {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return;
+    };
+    for t in tasks.flatten() {
+        let _ = std::process::Command::new("renice")
+            .args(["-n", &nice.to_string(), "-p"])
+            .arg(t.file_name())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// The calling thread's id.
+fn thread_id() -> Option<String> {
+    let link = std::fs::read_link("/proc/thread-self").ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Servers at nice -10: on this one machine the attackers' load generator would otherwise take
+/// the CPU a remote attacker spends on its own machine (see docs/reliability.md).
+const SERVER_NICE: i32 = -10;
+
 fn rig() -> Rig {
     let app = Appliance::start(&ApplianceOptions::default()).unwrap();
     let store = KeyStoreSpec {
@@ -76,6 +101,8 @@ fn rig() -> Rig {
     std::fs::create_dir_all(&xks_dir).unwrap();
     let xks = XksFrontProc::start(&xks_dir, &app.pki, &[&app.nodes[0]], &[store], 1).unwrap();
     let client = XksClient::new(xks.addr, &app.pki, None, AKID, SECRET).unwrap();
+    renice(xks.pid().unwrap(), SERVER_NICE);
+    renice(app.nodes[0].pid().unwrap(), SERVER_NICE);
     let h1 = tls_config(&app.pki, b"http/1.1");
     let h2 = tls_config(&app.pki, b"h2");
     Rig {
@@ -225,10 +252,17 @@ impl LegitReport {
 
 /// Signed Encrypt every `every` over one keep-alive connection (re-opened after an error, the
 /// failed request counted), until `stop`.
-async fn legit(client: XksClient, every: Duration, mut stop: watch::Receiver<bool>) -> LegitReport {
+async fn legit(
+    client: XksClient,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    ready: std::sync::mpsc::Sender<()>,
+) -> LegitReport {
     let mut r = LegitReport::default();
     let body = encrypt_body();
-    let mut conn = None;
+    // A running KMS has its connections open before an attack starts.
+    let mut conn = Some(client.connect().await.unwrap());
+    let _ = ready.send(());
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -669,6 +703,8 @@ fn settings_flood(t: Target, c: Arc<AttackCount>, stop: watch::Receiver<bool>) -
 struct Scale {
     /// How long each attack runs while the legitimate client measures.
     duration: Duration,
+    /// How long the attack builds up before the legitimate client starts.
+    ramp: Duration,
     /// Attacker tasks for the connection-holding attacks.
     stalled: usize,
     idle: usize,
@@ -682,18 +718,20 @@ struct Scale {
 fn scale() -> Scale {
     if std::env::var_os("XKS_HOSTILE_LONG").is_some() {
         Scale {
-            duration: Duration::from_secs(15),
+            duration: Duration::from_secs(10),
+            ramp: Duration::from_secs(3),
             stalled: 1000,
             idle: 5000,
             silent: 2000,
             slow: 500,
-            h2_conns: 16,
+            h2_conns: 128,
             floods: 4,
             peers: 16,
         }
     } else {
         Scale {
             duration: Duration::from_secs(3),
+            ramp: Duration::from_millis(500),
             stalled: 200,
             idle: 300,
             silent: 200,
@@ -707,36 +745,62 @@ fn scale() -> Scale {
 
 /// Runs `tasks` attacker tasks of `attack` for `dur` while the legitimate client sends an
 /// Encrypt every 10 ms; prints the HOSTILE line and returns the legitimate client's report.
-async fn run(rig: &Rig, name: &str, attack: Attack, tasks: usize, sc: &Scale) -> LegitReport {
+async fn run(rig: &Rig, name: &str, attacks: &[(Attack, usize)], sc: &Scale) -> LegitReport {
     let (stop_tx, stop) = watch::channel(false);
     let count = Arc::new(AttackCount::default());
     let xks_pid = rig.xks.pid().unwrap();
     let vhsmd_pid = rig.app.nodes[0].pid().unwrap();
+    let cpu0 = (cpu_time_us(xks_pid), cpu_time_us(vhsmd_pid));
+    let t0 = Instant::now();
     let xks_peak = tokio::spawn(sample(xks_pid, stop.clone()));
     let vhsmd_peak = tokio::spawn(sample(vhsmd_pid, stop.clone()));
-    let mut attackers = Vec::new();
-    for i in 0..tasks {
-        let t = Target {
-            addr: rig.xks.addr,
-            h1: rig.h1.clone(),
-            h2: rig.h2.clone(),
-            i,
-            peers: sc.peers,
-        };
-        attackers.push(tokio::spawn(attack(t, count.clone(), stop.clone())));
-    }
-    // Let the attack build up before measuring.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     // The legitimate client runs on its own thread and runtime: attacker tasks must not
     // delay it inside the test process, only the server can.
     let (client, legit_stop) = (rig.client.clone(), stop.clone());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let legit_thread = std::thread::spawn(move || {
+        // The legitimate client stands for KMS, on its own machine too.
+        if let Some(tid) = thread_id() {
+            let _ = std::process::Command::new("renice")
+                .args(["-n", &SERVER_NICE.to_string(), "-p", &tid])
+                .stdout(std::process::Stdio::null())
+                .status();
+        }
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(legit(client, Duration::from_millis(10), legit_stop))
+            .block_on(legit(
+                client,
+                Duration::from_millis(10),
+                legit_stop,
+                ready_tx,
+            ))
     });
+    tokio::task::spawn_blocking(move || ready_rx.recv().unwrap())
+        .await
+        .unwrap();
+    let mut attackers = Vec::new();
+    let mut tasks = 0;
+    for (attack, n) in attacks {
+        for i in 0..*n {
+            let t = Target {
+                addr: rig.xks.addr,
+                h1: rig.h1.clone(),
+                h2: rig.h2.clone(),
+                i,
+                peers: sc.peers,
+            };
+            attackers.push(tokio::spawn(attack(t, count.clone(), stop.clone())));
+            tasks += 1;
+            if tasks % 256 == 0 {
+                // Open big attacks gradually rather than in one burst of handshakes.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    // Let the attack build up (the legitimate client keeps sending).
+    tokio::time::sleep(sc.ramp).await;
     tokio::time::sleep(sc.duration).await;
     stop_tx.send(true).unwrap();
     let mut report = tokio::task::spawn_blocking(move || legit_thread.join().unwrap())
@@ -746,12 +810,21 @@ async fn run(rig: &Rig, name: &str, attack: Attack, tasks: usize, sc: &Scale) ->
         let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
     let (xp, vp) = (xks_peak.await.unwrap(), vhsmd_peak.await.unwrap());
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = |pid: u32, before: Option<u64>| {
+        let used = cpu_time_us(pid)
+            .unwrap_or(0)
+            .saturating_sub(before.unwrap_or(0));
+        used as f64 / 1e6 / secs * 100.0
+    };
+    let (xcpu, vcpu) = (cpu(xks_pid, cpu0.0), cpu(vhsmd_pid, cpu0.1));
     let hits = metric_lines(rig.xks.metrics_addr).await;
     let p99 = report.p99_ms();
     println!(
         "HOSTILE attack={name} tasks={tasks} conns_opened={} sent={} closed_by_server={} \
          legit_sent={} legit_failed={} legit_p99_ms={:.2} xks_rss_mb={:.1} xks_fds={} \
-         vhsmd_rss_mb={:.1} vhsmd_fds={} limit_hits_total=[{hits}]",
+         xks_cpu_pct={xcpu:.0} vhsmd_rss_mb={:.1} vhsmd_fds={} vhsmd_cpu_pct={vcpu:.0} \
+         limit_hits_total=[{hits}]",
         count.conns.load(Ordering::Relaxed),
         count.sent.load(Ordering::Relaxed),
         count.closed.load(Ordering::Relaxed),
@@ -763,6 +836,16 @@ async fn run(rig: &Rig, name: &str, attack: Attack, tasks: usize, sc: &Scale) ->
         vp.rss_kb as f64 / 1024.0,
         vp.fds,
     );
+    if report.failed > 0 {
+        let log = std::fs::read_to_string(&rig.xks.log).unwrap_or_default();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("vhsm node failed") || l.contains("vhsm call failed"))
+            .take(4)
+        {
+            println!("  xks-front: {l}");
+        }
+    }
     // Give the server a moment to close what the attack left behind.
     tokio::time::sleep(Duration::from_millis(200)).await;
     report
@@ -793,12 +876,28 @@ async fn suite(rig: &Rig) {
         ("rapid_reset", rapid_reset, sc.floods),
         ("continuation_flood", continuation_flood, sc.floods),
     ];
+    let only = std::env::var("XKS_HOSTILE_ONLY").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == name))
+    };
     for (name, attack, tasks) in attacks {
-        let r = run(rig, name, attack, tasks, &sc).await;
+        if !wanted(name) {
+            continue;
+        }
+        let r = run(rig, name, &[(attack, tasks)], &sc).await;
         assert_clean(name, &r);
     }
-    let r = run(rig, "settings_flood", settings_flood, sc.floods, &sc).await;
-    assert_clean("settings_flood", &r);
+    if wanted("settings_flood") {
+        let r = run(rig, "settings_flood", &[(settings_flood, sc.floods)], &sc).await;
+        assert_clean("settings_flood", &r);
+    }
+    // Issue 10's "done when": stalled requests and idle connections at the same time.
+    if wanted("stalled_plus_idle") {
+        let both = [(stalled_body_h1 as Attack, sc.stalled), (idle_tls, sc.idle)];
+        let r = run(rig, "stalled_plus_idle", &both, &sc).await;
+        assert_clean("stalled_plus_idle", &r);
+    }
     assert!(
         server_alive(rig).await,
         "xks-front does not answer after the suite"

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use crate::metrics::Limit;
 
 /// State of one client connection. The listener puts a [`ConnInfo`] into every request's
@@ -19,6 +21,8 @@ pub struct ConnState {
     /// Milliseconds after `started` of the last authenticated request activity.
     last_activity_ms: AtomicU64,
     unauthenticated: AtomicUsize,
+    close_requested: AtomicBool,
+    close: Notify,
 }
 
 /// A handle on the [`ConnState`] of the connection a request came on.
@@ -52,6 +56,8 @@ impl ConnState {
             authenticated: AtomicBool::new(false),
             last_activity_ms: AtomicU64::new(0),
             unauthenticated: AtomicUsize::new(0),
+            close_requested: AtomicBool::new(false),
+            close: Notify::new(),
         })
     }
 
@@ -80,6 +86,26 @@ impl ConnState {
     /// Whether any request on this connection passed SigV4.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated.load(Ordering::Relaxed)
+    }
+
+    /// Asks the listener to close this connection (gracefully) at once: it went over an
+    /// unauthenticated budget before authenticating, which a real client never does.
+    pub fn request_close(&self) {
+        self.close_requested.store(true, Ordering::Relaxed);
+        self.close.notify_one();
+    }
+
+    /// Whether `request_close` has been called.
+    pub fn is_close_requested(&self) -> bool {
+        self.close_requested.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once `request_close` has been called (at once if it already was).
+    pub async fn close_requested(&self) {
+        if self.close_requested.load(Ordering::Relaxed) {
+            return;
+        }
+        self.close.notified().await;
     }
 
     /// Takes an unauthenticated-request slot unless `max` are in use.

@@ -7,6 +7,7 @@ pub mod body;
 pub mod cdiv;
 pub mod config;
 pub mod conn;
+pub mod conn_rate;
 pub mod drain;
 pub mod errors;
 #[cfg(test)]

@@ -23,6 +23,11 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Open connections from one peer address (IPv4 address, IPv6 /64).
     pub max_connections_per_peer: usize,
+    /// New connections accepted per second (burst: a quarter of it); beyond it a new connection is
+    /// closed before any TLS work, so churn cannot buy handshakes faster than this.
+    pub new_connections_per_sec: u64,
+    /// The same per peer address (IPv4 address, IPv6 /64; burst: the rate).
+    pub new_connections_per_peer_per_sec: u64,
     /// A TLS handshake taking longer is dropped.
     pub tls_handshake_timeout_ms: u64,
     /// Until a connection has carried one SigV4-verified request it is closed this long after
@@ -75,6 +80,8 @@ impl Default for LimitsConfig {
             worker_threads: 0,
             max_connections: 8192,
             max_connections_per_peer: 2048,
+            new_connections_per_sec: 256,
+            new_connections_per_peer_per_sec: 32,
             tls_handshake_timeout_ms: 3000,
             first_request_timeout_ms: 3000,
             header_read_timeout_ms: 30_000,
@@ -84,7 +91,7 @@ impl Default for LimitsConfig {
             unauthenticated_per_connection: 8,
             unauthenticated_per_peer: 256,
             unauthenticated_read_bytes_per_sec: 256 * 1024,
-            http2_max_concurrent_streams: 64,
+            http2_max_concurrent_streams: 32,
             http2_max_header_list_size: 16 * 1024,
             http2_max_pending_accept_reset_streams: 20,
             http2_max_local_error_reset_streams: 128,
@@ -135,6 +142,18 @@ impl LimitsConfig {
             self.max_connections_per_peer,
             1,
             self.max_connections,
+        )?;
+        check(
+            "new_connections_per_sec",
+            self.new_connections_per_sec,
+            1,
+            1 << 20,
+        )?;
+        check(
+            "new_connections_per_peer_per_sec",
+            self.new_connections_per_peer_per_sec,
+            1,
+            self.new_connections_per_sec,
         )?;
         check(
             "tls_handshake_timeout_ms",
@@ -226,6 +245,8 @@ impl LimitsConfig {
         ConnLimits {
             max_connections: self.max_connections,
             max_connections_per_peer: self.max_connections_per_peer,
+            new_connections_per_sec: self.new_connections_per_sec,
+            new_connections_per_peer_per_sec: self.new_connections_per_peer_per_sec,
             tls_handshake_timeout: ms(self.tls_handshake_timeout_ms),
             first_request_timeout: ms(self.first_request_timeout_ms),
             header_read_timeout: ms(self.header_read_timeout_ms),
@@ -261,6 +282,8 @@ impl LimitsConfig {
 pub struct ConnLimits {
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
+    pub new_connections_per_sec: u64,
+    pub new_connections_per_peer_per_sec: u64,
     pub tls_handshake_timeout: Duration,
     pub first_request_timeout: Duration,
     pub header_read_timeout: Duration,

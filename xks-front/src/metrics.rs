@@ -45,6 +45,10 @@ pub enum Limit {
     MaxConnections,
     /// `limits.max_connections_per_peer`: a new connection was closed at once.
     MaxConnectionsPerPeer,
+    /// `limits.new_connections_per_sec`: a new connection was closed at once.
+    NewConnectionRate,
+    /// `limits.new_connections_per_peer_per_sec`: a new connection was closed at once.
+    NewConnectionRatePerPeer,
     /// `limits.tls_handshake_timeout_ms`.
     TlsHandshakeTimeout,
     /// `limits.first_request_timeout_ms`: a connection closed before any authenticated request.
@@ -78,6 +82,8 @@ impl Limit {
             Limit::MaxConcurrency => "max_concurrency",
             Limit::MaxConnections => "max_connections",
             Limit::MaxConnectionsPerPeer => "max_connections_per_peer",
+            Limit::NewConnectionRate => "new_connections_per_sec",
+            Limit::NewConnectionRatePerPeer => "new_connections_per_peer_per_sec",
             Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
             Limit::FirstRequestTimeout => "first_request_timeout",
             Limit::IdleTimeout => "idle_timeout",

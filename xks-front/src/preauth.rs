@@ -40,13 +40,18 @@ impl PreAuth {
         let (c, p) = match conn {
             None => (None, None),
             Some(ConnInfo(state)) => {
+                let refuse = |limit: Limit| {
+                    self.metrics.hit(limit);
+                    if !state.is_authenticated() {
+                        state.request_close();
+                    }
+                    Err(limit)
+                };
                 let Some(c) = state.try_unauthenticated(self.per_connection) else {
-                    self.metrics.hit(Limit::UnauthenticatedPerConnection);
-                    return Err(Limit::UnauthenticatedPerConnection);
+                    return refuse(Limit::UnauthenticatedPerConnection);
                 };
                 let Some(p) = self.per_peer.try_acquire(state.peer()) else {
-                    self.metrics.hit(Limit::UnauthenticatedPerPeer);
-                    return Err(Limit::UnauthenticatedPerPeer);
+                    return refuse(Limit::UnauthenticatedPerPeer);
                 };
                 (Some(c), Some(p))
             }
@@ -95,6 +100,8 @@ mod tests {
             pa.enter(Some(&c2)).unwrap_err(),
             Limit::UnauthenticatedPerPeer
         );
+        // Going over a budget before authenticating asks for the connection to close.
+        assert!(c1.0.is_close_requested() && c2.0.is_close_requested());
         // Another peer is not affected.
         let other = info([10, 0, 0, 2]);
         let _d = pa.enter(Some(&other)).unwrap();

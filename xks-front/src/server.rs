@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::accept::AcceptErrors;
 use crate::conn::{ConnInfo, ConnState, Verdict};
+use crate::conn_rate::ConnRate;
 use crate::limits::ConnLimits;
 use crate::metered::Metered;
 use crate::metrics::{Limit, Metrics};
@@ -90,6 +91,11 @@ pub async fn serve_with(
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let per_peer = PeerTable::new(limits.max_connections_per_peer);
+    let rate = ConnRate::new(
+        limits.new_connections_per_sec,
+        limits.new_connections_per_peer_per_sec,
+        Instant::now(),
+    );
     let shared = Arc::new(Shared {
         app,
         tls,
@@ -123,6 +129,11 @@ pub async fn serve_with(
             },
             _ = shutdown.changed() => break,
         };
+        if let Err(limit) = rate.admit(peer.ip(), Instant::now()) {
+            shared.metrics.hit(limit);
+            drop(tcp);
+            continue;
+        }
         let Some(slots) = admit(&open, &per_peer, &shared.metrics, peer) else {
             // Over a cap: close at once; established connections are untouched.
             drop(tcp);
@@ -310,6 +321,12 @@ where
             _ = shutdown.changed() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = conn.await;
+                return;
+            }
+            _ = state.close_requested() => {
+                tracing::debug!(%peer, "closing connection over its unauthenticated budget");
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(l.close_grace, conn.as_mut()).await;
                 return;
             }
             _ = tokio::time::sleep_until(check_at) => {

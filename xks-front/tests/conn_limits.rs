@@ -255,3 +255,29 @@ async fn slow_headers_hit_the_header_read_timeout() {
     assert_eq!(s.hits("idle_timeout"), 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn connections_over_the_new_connection_rate_are_closed_before_tls() {
+    let limits = ConnLimits {
+        new_connections_per_sec: 100,
+        new_connections_per_peer_per_sec: 4,
+        ..ConnLimits::default()
+    };
+    let s = start(limits, None).await;
+    // Burst of 4 (the per-peer rate) from one peer, then refused; another peer still gets in.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect_from([127, 0, 0, 1], s.addr).await;
+        assert!(get_on(&mut c, "/ping").await.starts_with("HTTP/1.1 200"));
+        open.push(c);
+    }
+    let mut refused = connect_from([127, 0, 0, 1], s.addr).await;
+    closed_after(&mut refused, Duration::from_secs(1)).await;
+    assert_eq!(s.hits("new_connections_per_peer_per_sec"), 1);
+    let mut other = connect_from([127, 0, 0, 2], s.addr).await;
+    assert!(get_on(&mut other, "/ping")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    drop(open);
+    s.stop().await;
+}
