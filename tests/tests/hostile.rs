@@ -851,14 +851,18 @@ async fn run(rig: &Rig, name: &str, attacks: &[(Attack, usize)], sc: &Scale) -> 
     report
 }
 
-fn assert_clean(name: &str, r: &LegitReport) {
-    assert!(r.sent > 0, "{name}: the legitimate client sent nothing");
-    assert_eq!(
-        r.failed,
-        0,
-        "{name}: {:?}",
-        &r.errors[..r.errors.len().min(5)]
-    );
+/// Notes a failure of the legitimate client (every attack runs; the test fails at the end).
+fn check(failures: &mut Vec<String>, name: &str, r: &LegitReport) {
+    if r.sent == 0 {
+        failures.push(format!("{name}: the legitimate client sent nothing"));
+    } else if r.failed > 0 {
+        failures.push(format!(
+            "{name}: {} of {} failed, e.g. {:?}",
+            r.failed,
+            r.sent,
+            &r.errors[..r.errors.len().min(2)]
+        ));
+    }
 }
 
 async fn suite(rig: &Rig) {
@@ -876,6 +880,7 @@ async fn suite(rig: &Rig) {
         ("rapid_reset", rapid_reset, sc.floods),
         ("continuation_flood", continuation_flood, sc.floods),
     ];
+    let mut failures = Vec::new();
     let only = std::env::var("XKS_HOSTILE_ONLY").ok();
     let wanted = |name: &str| {
         only.as_deref()
@@ -886,18 +891,19 @@ async fn suite(rig: &Rig) {
             continue;
         }
         let r = run(rig, name, &[(attack, tasks)], &sc).await;
-        assert_clean(name, &r);
+        check(&mut failures, name, &r);
     }
     if wanted("settings_flood") {
         let r = run(rig, "settings_flood", &[(settings_flood, sc.floods)], &sc).await;
-        assert_clean("settings_flood", &r);
+        check(&mut failures, "settings_flood", &r);
     }
     // Issue 10's "done when": stalled requests and idle connections at the same time.
     if wanted("stalled_plus_idle") {
         let both = [(stalled_body_h1 as Attack, sc.stalled), (idle_tls, sc.idle)];
         let r = run(rig, "stalled_plus_idle", &both, &sc).await;
-        assert_clean("stalled_plus_idle", &r);
+        check(&mut failures, "stalled_plus_idle", &r);
     }
+    assert!(failures.is_empty(), "{failures:#?}");
     assert!(
         server_alive(rig).await,
         "xks-front does not answer after the suite"

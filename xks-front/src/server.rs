@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::accept::AcceptErrors;
 use crate::conn::{ConnInfo, ConnState, Verdict};
 use crate::conn_rate::ConnRate;
+use crate::errors::{ErrorName, XksError};
 use crate::limits::ConnLimits;
 use crate::metered::Metered;
 use crate::metrics::{Limit, Metrics};
@@ -289,11 +291,18 @@ where
     let app = sh.app.clone();
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-        req.extensions_mut().insert(ConnInfo(svc_state.clone()));
-        let active = svc_state.request_started();
-        let fut = tower::Service::call(&mut app.clone(), req);
+        let state = svc_state.clone();
+        let mut app = app.clone();
         async move {
-            let resp = fut.await;
+            // A connection told to close for going over its unauthenticated budget gets no
+            // more router work: its remaining streams are refused as cheaply as possible.
+            if state.is_close_requested() && !state.is_authenticated() {
+                let refused = XksError::new(ErrorName::Throttling, "connection is closing");
+                return Ok(refused.into_response());
+            }
+            req.extensions_mut().insert(ConnInfo(state.clone()));
+            let active = state.request_started();
+            let resp = tower::Service::call(&mut app, req).await;
             drop(active);
             resp
         }
