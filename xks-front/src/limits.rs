@@ -81,7 +81,7 @@ impl Default for LimitsConfig {
             max_connections: 8192,
             max_connections_per_peer: 2048,
             new_connections_per_sec: 256,
-            new_connections_per_peer_per_sec: 32,
+            new_connections_per_peer_per_sec: 256,
             tls_handshake_timeout_ms: 3000,
             first_request_timeout_ms: 3000,
             header_read_timeout_ms: 30_000,
