@@ -72,6 +72,9 @@ pub struct Config {
     /// Optional local Unix-socket listener (peer uid -> role); absent = TCP/mTLS only.
     #[serde(default)]
     pub unix: Option<UnixConfig>,
+    /// gRPC server limits (streams, concurrency, request time); the defaults are safe.
+    #[serde(default)]
+    pub grpc_limits: crate::grpc_limits::GrpcLimits,
     /// The replicated store (absent: a one-member cluster of this node).
     #[serde(default)]
     pub cluster: crate::cluster::config::ClusterConfig,
@@ -299,6 +302,9 @@ impl Config {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
         }
         self.listen_addr()?;
+        self.grpc_limits
+            .validate()
+            .map_err(|(field, reason)| ConfigError::invalid(field, reason))?;
         if self.runtime.worker_threads > 256 {
             return Err(ConfigError::invalid(
                 "runtime.worker_threads",

@@ -16,6 +16,7 @@ pub mod crypto_service;
 pub mod denials;
 pub mod dispatch;
 pub mod error_map;
+pub mod grpc_limits;
 pub mod hardening;
 pub mod logging;
 pub mod metrics;

@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::crypto_service::CryptoService;
 use crate::dispatch::ClusterLink;
 use crate::dispatch::Dispatcher;
+use crate::grpc_limits::Limited;
 use crate::roles::RoleMap;
 use crate::storage::{create_private_dir, SledStorage};
 use crate::tls::{server_tls_config, TlsError};
@@ -263,13 +264,23 @@ impl Daemon {
 
         let addr = listener.local_addr()?;
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let tcp_router = add_services(Server::builder().tls_config(tls)?, &dispatcher).add_service(
+        let limits = &config.grpc_limits;
+        let (crypto, admin) = services(limits, &dispatcher);
+        // Node-to-node Raft traffic: TCP only (peers authenticate with certificates).
+        let tcp_router = add_services(
+            limits.apply(Server::builder()).tls_config(tls)?,
+            &crypto,
+            &admin,
+        )
+        .add_service(
             PeerServer::new(PeerService::new(Arc::clone(&dispatcher), Arc::clone(&node)))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE),
         );
-        let unix = unix_listener
-            .map(|(listener, path)| (listener, add_services(Server::builder(), &dispatcher), path));
+        let unix = unix_listener.map(|(listener, path)| {
+            let router = add_services(limits.apply(Server::builder()), &crypto, &admin);
+            (listener, router, path)
+        });
         drop(dispatcher);
         tracing::info!(node_id = %config.node_id, "vhsmd listening on {addr}");
 
@@ -356,18 +367,31 @@ async fn open_store(path: &Path) -> Result<SledStorage, StorageError> {
     }
 }
 
-/// Both services over one dispatcher, with their message size limits.
-fn add_services(mut server: Server, dispatcher: &Arc<Dispatcher>) -> Router {
+/// Both services over one dispatcher, with their message size limits, each behind its own
+/// in-flight budget and time limit (`[grpc_limits]`); built once, shared by both listeners.
+fn services(
+    limits: &crate::grpc_limits::GrpcLimits,
+    dispatcher: &Arc<Dispatcher>,
+) -> (
+    Limited<CryptoServer<CryptoService>>,
+    Limited<AdminServer<AdminService>>,
+) {
+    let crypto = CryptoServer::new(CryptoService::new(Arc::clone(dispatcher)))
+        .max_decoding_message_size(MAX_CRYPTO_MESSAGE);
+    let admin = AdminServer::new(AdminService::new(Arc::clone(dispatcher)))
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE)
+        .max_encoding_message_size(MAX_ADMIN_MESSAGE);
+    (limits.crypto(crypto), limits.admin(admin))
+}
+
+fn add_services(
+    mut server: Server,
+    crypto: &Limited<CryptoServer<CryptoService>>,
+    admin: &Limited<AdminServer<AdminService>>,
+) -> Router {
     server
-        .add_service(
-            CryptoServer::new(CryptoService::new(Arc::clone(dispatcher)))
-                .max_decoding_message_size(MAX_CRYPTO_MESSAGE),
-        )
-        .add_service(
-            AdminServer::new(AdminService::new(Arc::clone(dispatcher)))
-                .max_decoding_message_size(MAX_ADMIN_MESSAGE)
-                .max_encoding_message_size(MAX_ADMIN_MESSAGE),
-        )
+        .add_service(crypto.clone())
+        .add_service(admin.clone())
 }
 
 /// Binds the `[unix]` socket: a stale socket file is replaced, a live one (another daemon

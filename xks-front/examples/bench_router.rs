@@ -153,6 +153,7 @@ fn main() {
             fleet_size: 1,
             deadline: Duration::from_millis(150),
             max_concurrency: 1024,
+            limits: xks_front::limits::RequestLimits::default(),
         },
         Arc::new(Registry::new(ks).unwrap()),
         Arc::new(Instant0),

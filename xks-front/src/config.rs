@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::limits::LimitsConfig;
+
 /// Most vhsm nodes (the spec allows 1..=10 `ekmFleetDetails` entries).
 pub const MAX_NODES: usize = 10;
 
@@ -154,39 +156,6 @@ impl NodeConfig {
     }
 }
 
-/// `[limits]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Requests in flight; more are answered ThrottlingException at once.
-    #[serde(default = "default_max_concurrency")]
-    pub max_concurrency: usize,
-    /// Async worker threads; 0 = half the CPUs (at least 1), since xks-front usually shares
-    /// its host with vhsmd. Cross-thread wake-ups cost more than they give on small hosts.
-    #[serde(default)]
-    pub worker_threads: usize,
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_concurrency: default_max_concurrency(),
-            worker_threads: 0,
-        }
-    }
-}
-
-impl LimitsConfig {
-    /// The number of async worker threads to start.
-    pub fn effective_worker_threads(&self) -> usize {
-        if self.worker_threads > 0 {
-            return self.worker_threads;
-        }
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        (cpus / 2).max(1)
-    }
-}
-
 fn default_fleet_size() -> u32 {
     1
 }
@@ -195,9 +164,6 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_health_cache_secs() -> u64 {
     30
-}
-fn default_max_concurrency() -> usize {
-    1024
 }
 
 fn valid_id(s: &str, max: usize) -> bool {
@@ -315,13 +281,7 @@ impl Config {
                 ));
             }
         }
-        if self.limits.max_concurrency == 0 {
-            return Err(invalid("limits.max_concurrency", "must be at least 1"));
-        }
-        if self.limits.worker_threads > 256 {
-            return Err(invalid("limits.worker_threads", "must be 0 (auto) to 256"));
-        }
-        Ok(())
+        self.limits.validate()
     }
 }
 

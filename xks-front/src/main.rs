@@ -18,7 +18,7 @@ use xks_front::health::{run_checker, HealthCache};
 use xks_front::keystores::Registry;
 use xks_front::metrics::Metrics;
 use xks_front::router::{router, AppState, Settings};
-use xks_front::server::{serve, TlsSetup};
+use xks_front::server::{serve_with, TlsSetup};
 use xks_front::vhsm_client::{grpc_nodes, HaGroup, NODE_BACKOFF};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -40,6 +40,30 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+/// File descriptors kept for everything but client connections (vhsm links, logs, metrics).
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft open-files limit to the hard one and warns when it cannot hold
+/// `limits.max_connections` (accept would then fail with EMFILE before the cap is reached).
+fn raise_nofile(max_connections: usize) {
+    let Ok((soft, hard)) = nix::sys::resource::getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let mut limit = soft;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        limit = hard;
+    }
+    let wanted = (max_connections as u64).saturating_add(RESERVED_FDS);
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            "RLIMIT_NOFILE is below limits.max_connections + {RESERVED_FDS}; raise LimitNOFILE or \
+             lower limits.max_connections"
+        );
+    }
 }
 
 fn harden() {
@@ -78,6 +102,7 @@ fn main() -> anyhow::Result<()> {
     let _log_guard = init_logging(args.log_format)?;
     harden();
     let cfg = Config::load(&args.config)?;
+    raise_nofile(cfg.limits.max_connections);
     let registry = Registry::new(cfg.keystores_file.clone())
         .with_context(|| format!("keystores_file {}", cfg.keystores_file.display()))?;
     let tls = match &cfg.tls {
@@ -125,6 +150,7 @@ async fn run(
             fleet_size: cfg.fleet_size,
             deadline,
             max_concurrency: cfg.limits.max_concurrency,
+            limits: cfg.limits.request(),
         },
         registry.clone(),
         group,
@@ -167,7 +193,14 @@ async fn run(
         }
     };
     tracing::info!("xks-front listening on {addr}");
-    let server = tokio::spawn(serve(listener, router(state), tls_setup, stop_rx));
+    let server = tokio::spawn(serve_with(
+        listener,
+        router(state),
+        tls_setup,
+        cfg.limits.conn(),
+        metrics,
+        stop_rx,
+    ));
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;

@@ -1,4 +1,4 @@
-//! Prometheus metrics (requests, latency, vhsm node up) and their plain-HTTP `/metrics` listener.
+//! Prometheus metrics (requests, latency, vhsm node up, limit hits, connections) and their plain-HTTP `/metrics` listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +32,75 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+}
+
+/// A limit that was hit; the `limit` label of `xks_limit_hits_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `limits.max_concurrency`: an authenticated request got ThrottlingException.
+    MaxConcurrency,
+    /// `limits.max_connections`: a new connection was closed at once.
+    MaxConnections,
+    /// `limits.max_connections_per_peer`: a new connection was closed at once.
+    MaxConnectionsPerPeer,
+    /// `limits.new_connections_per_sec`: a new connection was closed at once.
+    NewConnectionRate,
+    /// `limits.new_connections_per_peer_per_sec`: a new connection was closed at once.
+    NewConnectionRatePerPeer,
+    /// `limits.tls_handshake_timeout_ms`.
+    TlsHandshakeTimeout,
+    /// `limits.first_request_timeout_ms`: a connection closed before any authenticated request.
+    FirstRequestTimeout,
+    /// `limits.idle_timeout_ms`.
+    IdleTimeout,
+    /// `limits.body_timeout_ms`.
+    BodyTimeout,
+    /// The 64 KiB body limit: answered after draining (`limits.max_drain_bytes`).
+    BodyTooLarge,
+    /// Above `limits.max_drain_bytes`: answered without draining (stream reset).
+    BodyTooLargeReset,
+    /// `limits.unauthenticated_per_connection`.
+    UnauthenticatedPerConnection,
+    /// `limits.unauthenticated_per_peer`.
+    UnauthenticatedPerPeer,
+    /// `limits.unauthenticated_read_bytes_per_sec`: an unauthenticated connection was paused.
+    UnauthenticatedReadRate,
+    /// An HTTP timeout inside hyper: `limits.header_read_timeout_ms` or the HTTP/2 ping timeout.
+    HttpTimeout,
+    /// A connection ended by an HTTP protocol error or limit (header sizes, h2 resets/streams).
+    HttpProtocol,
+    /// `accept(2)` failed (e.g. out of file descriptors); the accept loop backs off.
+    AcceptError,
+}
+
+impl Limit {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConcurrency => "max_concurrency",
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxConnectionsPerPeer => "max_connections_per_peer",
+            Limit::NewConnectionRate => "new_connections_per_sec",
+            Limit::NewConnectionRatePerPeer => "new_connections_per_peer_per_sec",
+            Limit::TlsHandshakeTimeout => "tls_handshake_timeout",
+            Limit::FirstRequestTimeout => "first_request_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::BodyTimeout => "body_timeout",
+            Limit::BodyTooLarge => "body_too_large",
+            Limit::BodyTooLargeReset => "body_too_large_reset",
+            Limit::UnauthenticatedPerConnection => "unauthenticated_per_connection",
+            Limit::UnauthenticatedPerPeer => "unauthenticated_per_peer",
+            Limit::UnauthenticatedReadRate => "unauthenticated_read_rate",
+            Limit::HttpTimeout => "http_timeout",
+            Limit::HttpProtocol => "http_protocol",
+            Limit::AcceptError => "accept_error",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
     node: String,
 }
@@ -47,6 +116,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     node_up: Family<NodeLabels, Gauge>,
+    limit_hits: Family<LimitLabels, Counter>,
+    connections_open: Gauge,
+    unauthenticated_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -80,11 +152,32 @@ impl Metrics {
             "1 when the vhsm node passed its last deep health check (ACTIVE or DEGRADED)",
             node_up.clone(),
         );
+        let limit_hits = Family::<LimitLabels, Counter>::default();
+        let connections_open = Gauge::default();
+        let unauthenticated_in_flight = Gauge::default();
+        registry.register(
+            "xks_limit_hits",
+            "Times a hostile-network or load limit was hit, by limit (see README limits table)",
+            limit_hits.clone(),
+        );
+        registry.register(
+            "xks_connections_open",
+            "Client connections open (limits.max_connections)",
+            connections_open.clone(),
+        );
+        registry.register(
+            "xks_unauthenticated_in_flight",
+            "Requests received but not yet SigV4-verified",
+            unauthenticated_in_flight.clone(),
+        );
         Self {
             registry,
             requests,
             duration,
             node_up,
+            limit_hits,
+            connections_open,
+            unauthenticated_in_flight,
         }
     }
 
@@ -110,6 +203,25 @@ impl Metrics {
                 node: node.to_string(),
             })
             .set(i64::from(up));
+    }
+
+    /// Counts one hit of `limit`.
+    pub fn hit(&self, limit: Limit) {
+        self.limit_hits
+            .get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            })
+            .inc();
+    }
+
+    /// `xks_connections_open`.
+    pub fn connections_open(&self) -> &Gauge {
+        &self.connections_open
+    }
+
+    /// `xks_unauthenticated_in_flight`.
+    pub fn unauthenticated_in_flight(&self) -> &Gauge {
+        &self.unauthenticated_in_flight
     }
 
     /// The OpenMetrics text exposition.
@@ -165,7 +277,14 @@ mod tests {
         m.observe("Encrypt", None, 0.003);
         m.observe("Encrypt", Some("ThrottlingException"), 0.0001);
         m.set_node_up("vhsm-1", true);
+        m.hit(Limit::BodyTimeout);
+        m.connections_open().inc();
         let text = m.encode();
+        assert!(
+            text.contains("xks_limit_hits_total{limit=\"body_timeout\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("xks_connections_open 1"), "{text}");
         assert!(
             text.contains("xks_requests_total{operation=\"Encrypt\",error=\"none\"} 1"),
             "{text}"

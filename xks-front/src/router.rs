@@ -1,4 +1,6 @@
-//! The XKS HTTP router: `/ping` plus the API pipeline (limits → SigV4 → throttle → parse → authz → vhsm).
+//! The XKS HTTP router: `/ping` plus the API pipeline (pre-auth budget → route → bounded body →
+//! SigV4 → in-flight gate → rate limit → parse → authz → vhsm). Nothing shared is spent before
+//! the signature has verified.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,21 +16,23 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::api::{self, ApiPath, Operation, RequestMetadata};
+use crate::body::{self, BodyError};
 use crate::cdiv;
+use crate::conn::ConnInfo;
 use crate::drain;
 use crate::errors::{ErrorName, XksError};
 use crate::health::{health_response, HealthCache};
 use crate::key_manager::{DecryptInput, KeyManager, KeyState, VhsmError};
 use crate::keystores::{KeyStore, KeyStores, Registry};
-use crate::metrics::Metrics;
+use crate::limits::RequestLimits;
+use crate::metrics::{Limit, Metrics};
 use crate::policy::{AuthzRequest, Decision};
+use crate::preauth::PreAuth;
 use crate::ratelimit::RateLimiter;
 use crate::sigv4::{self, SignedRequest, VerifyParams};
 
 /// The SigV4 service name of the XKS API.
 pub const SERVICE: &str = "kms-xks-proxy";
-/// Longest wait for a request body.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Accepted clock skew of a signed request (spec: 5 minutes).
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
@@ -41,8 +45,10 @@ pub struct Settings {
     pub fleet_size: u32,
     /// Budget for all vhsm calls of one request.
     pub deadline: Duration,
-    /// Requests in flight before ThrottlingException.
+    /// Authenticated requests in flight before ThrottlingException.
     pub max_concurrency: usize,
+    /// Body and unauthenticated-work limits.
+    pub limits: RequestLimits,
 }
 
 struct Inner {
@@ -53,6 +59,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     limiter: RateLimiter,
     in_flight: Arc<Semaphore>,
+    preauth: PreAuth,
 }
 
 /// Shared state of the router (cheap to clone).
@@ -79,6 +86,11 @@ impl AppState {
         metrics: Arc<Metrics>,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(settings.max_concurrency));
+        let preauth = PreAuth::new(
+            settings.limits.unauthenticated_per_connection,
+            settings.limits.unauthenticated_per_peer,
+            metrics.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -88,6 +100,7 @@ impl AppState {
                 metrics,
                 limiter: RateLimiter::new(),
                 in_flight,
+                preauth,
             }),
         }
     }
@@ -184,13 +197,13 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// How long a throttled request's body may be drained (it holds no in-flight slot).
+/// How long a request refused by the unauthenticated budget may have its body drained.
 const THROTTLED_DRAIN_WAIT: Duration = Duration::from_millis(50);
 
 /// An error answered before the body is read: the body is drained first (bounded) so the
 /// answer ends an HTTP/2 stream cleanly instead of with a reset (see `drain`).
-async fn early(body: axum::body::Body, e: XksError) -> XksError {
-    drain::drain(body, api::MAX_BODY, BODY_TIMEOUT).await;
+async fn early(st: &Inner, body: axum::body::Body, e: XksError) -> XksError {
+    drain::drain(body, api::MAX_BODY, st.settings.limits.body_timeout).await;
     e
 }
 
@@ -224,14 +237,14 @@ const TOO_BIG: XksError = XksError::new(ErrorName::UnsupportedOperation, "reques
 
 async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, XksError> {
     let (parts, body) = req.into_parts();
+    let conn = parts.extensions.get::<ConnInfo>();
 
-    // 1. Global concurrency gate: fail fast, never queue. A throttled request holds no slot,
-    // so its body is drained only briefly: a flood of slow senders cannot pile up tasks.
-    let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
+    // 1. Unauthenticated budget of this connection and peer: fail fast, never queue.
+    let Ok(preauth) = st.preauth.enter(conn) else {
         drain::drain(body, api::MAX_BODY, THROTTLED_DRAIN_WAIT).await;
         return Err(XksError::new(
             ErrorName::Throttling,
-            "too many requests in flight",
+            "too many unauthenticated requests from this client",
         ));
     };
 
@@ -239,23 +252,47 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
     let stores = st.keystores.current();
     let (store, api_path) = match route(&parts, &stores, ctx) {
         Ok(routed) => routed,
-        Err(e) => return Err(early(body, e).await),
+        Err(e) => return Err(early(st, body, e).await),
     };
 
-    // 3. Bounded body.
+    // 3. Bounded body, read within a tight deadline: a slow sender only holds its own
+    // unauthenticated slot, and only briefly. Oversized bodies are drained (bounded) before
+    // the answer, so HTTP/2 clients read it instead of a stream reset.
+    let limits = &st.settings.limits;
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > api::MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > limits.max_drain_bytes as u64) {
+        st.metrics.hit(Limit::BodyTooLargeReset);
         return Err(TOO_BIG);
     }
-    // A slow sender must not hold a concurrency slot for long.
-    let body: Bytes = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, api::MAX_BODY))
-        .await
-        .map_err(|_| XksError::validation("request body not received in time"))?
-        .map_err(|_| TOO_BIG)?;
+    let body: Bytes = match body::read_bounded(
+        body,
+        api::MAX_BODY,
+        limits.max_drain_bytes,
+        limits.body_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(BodyError::Timeout) => {
+            st.metrics.hit(Limit::BodyTimeout);
+            return Err(XksError::validation("request body not received in time"));
+        }
+        Err(BodyError::TooLarge { drained }) => {
+            st.metrics.hit(if drained {
+                Limit::BodyTooLarge
+            } else {
+                Limit::BodyTooLargeReset
+            });
+            return Err(TOO_BIG);
+        }
+        Err(BodyError::Failed) => {
+            return Err(XksError::validation("request body incomplete"));
+        }
+    };
 
     // 4. SigV4 with this key store's credentials.
     let signed = SignedRequest {
@@ -270,15 +307,29 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         now: SystemTime::now(),
         max_skew: MAX_SKEW,
     };
-    if let Err(e) = sigv4::verify(&signed, &params, &|akid| store.secret_for(akid)) {
+    let verified = sigv4::verify(&signed, &params, &|akid| store.secret_for(akid));
+    drop(preauth);
+    if let Err(e) = verified {
         tracing::warn!(key_store = %store.name, reason = %e, "SigV4 verification failed");
         return Err(XksError::new(
             ErrorName::AuthenticationFailed,
             "request signature verification failed",
         ));
     }
+    if let Some(ConnInfo(c)) = conn {
+        c.mark_authenticated();
+    }
 
-    // 5. Per-key-store rate limit.
+    // 5. Global concurrency gate, for authenticated requests only: fail fast, never queue.
+    let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
+        st.metrics.hit(Limit::MaxConcurrency);
+        return Err(XksError::new(
+            ErrorName::Throttling,
+            "too many requests in flight",
+        ));
+    };
+
+    // 6. Per-key-store rate limit.
     let (rate, burst) = store.rate();
     if !st
         .limiter
@@ -290,7 +341,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         ));
     }
 
-    // 6. Parse, check sizes, allow-list, secondary authorization, call vhsm.
+    // 7. Parse, check sizes, allow-list, secondary authorization, call vhsm.
     if !is_json(&parts.headers) {
         return Err(XksError::validation(
             "Content-Type must be application/json",

@@ -368,6 +368,7 @@ impl<C: NodeClient> HaGroup<C> {
             } else {
                 remaining
             };
+            let attempt_end = Instant::now() + budget;
             let failure = match tokio::time::timeout(budget, call(&node.client, budget)).await {
                 Ok(Ok(value)) => {
                     node.mark_up();
@@ -378,7 +379,18 @@ impl<C: NodeClient> HaGroup<C> {
                 }
                 Ok(Err(status)) => match classify(&status) {
                     Failure::Final(e) => return Err(e),
-                    Failure::NextNode(e) => e,
+                    // tonic's client enforces the grpc-timeout we set and reports it as
+                    // CANCELLED: that is this attempt's time running out, not a dead node.
+                    Failure::NextNode(_)
+                        if status.code() == tonic::Code::Cancelled
+                            && Instant::now() >= attempt_end =>
+                    {
+                        VhsmError::Timeout
+                    }
+                    Failure::NextNode(e) => {
+                        tracing::debug!(node = %node.id, code = ?status.code(), "vhsm call failed");
+                        e
+                    }
                 },
                 Err(_) => VhsmError::Timeout,
             };

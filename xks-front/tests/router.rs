@@ -19,11 +19,13 @@ use tower::ServiceExt;
 use vhsm_proto::v1::Reason;
 use zeroize::Zeroizing;
 
+use xks_front::conn::{ConnInfo, ConnState};
 use xks_front::health::{HealthCache, NodeReport};
 use xks_front::key_manager::{
     BoxFuture, DecryptInput, EncryptOutput, KeyManager, KeyMetadata, KeyState, Served, VhsmError,
 };
 use xks_front::keystores::Registry;
+use xks_front::limits::RequestLimits;
 use xks_front::metrics::Metrics;
 use xks_front::router::{router, AppState, Settings};
 use xks_front::vhsm_client::{HaGroup, NodeClient, NodeStatus};
@@ -236,6 +238,10 @@ secret_file = "secret-1"
 }
 
 fn env_with(km: Arc<dyn KeyManager>, max_concurrency: usize) -> Env {
+    env_limits(km, max_concurrency, RequestLimits::default())
+}
+
+fn env_limits(km: Arc<dyn KeyManager>, max_concurrency: usize, limits: RequestLimits) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret-1");
     std::fs::write(&secret, SECRET).unwrap();
@@ -268,6 +274,7 @@ fn env_with(km: Arc<dyn KeyManager>, max_concurrency: usize) -> Env {
             fleet_size: 2,
             deadline: Duration::from_millis(150),
             max_concurrency,
+            limits,
         },
         registry,
         km,
@@ -832,31 +839,101 @@ impl axum::body::HttpBody for StalledBody {
     }
 }
 
-/// A throttled request holds no in-flight slot, so a client that never finishes its body must
-/// not keep the task for the full body timeout (5 s): it is drained for 50 ms at most.
-/// (Virtual time: deterministic, no wall-clock assertion.)
-#[tokio::test(start_paused = true)]
-async fn throttled_slow_senders_are_not_held_for_the_body_timeout() {
-    let env = env_with(Arc::new(FakeKm::default()), 1);
-    let app = router(env.state.clone());
-    let slow = signed(&key_path("slow-key", "encrypt"), &encrypt_body(b"x", None));
-    let first = tokio::spawn(app.oneshot(slow));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let req = Request::builder()
+/// An unsigned POST to the health path with `body`, as if it came on connection `conn`.
+fn unsigned_on(conn: Option<&ConnInfo>, body: Body) -> Request<Body> {
+    let mut req = Request::builder()
         .method("POST")
         .uri("/example/kms/xks/v1/health")
         .header("host", HOST)
         .header("content-type", "application/json")
-        .body(Body::new(StalledBody))
+        .body(body)
         .unwrap();
+    if let Some(c) = conn {
+        req.extensions_mut().insert(c.clone());
+    }
+    req
+}
+
+fn conn_from(ip: [u8; 4]) -> ConnInfo {
+    ConnInfo(ConnState::new(std::net::IpAddr::from(ip), Instant::now()))
+}
+
+/// Regression (issue 10): the in-flight slot used to be taken before SigV4 and held while the
+/// body was awaited, so stalled unsigned requests made every signed request fail with 429.
+/// Now they hold no slot: with max_concurrency = 1, a signed request passes while stalled ones
+/// wait, and the stalled ones are answered when the body timeout passes. (Virtual time.)
+#[tokio::test(start_paused = true)]
+async fn stalled_unauthenticated_requests_take_no_in_flight_slot() {
+    let env = env_with(Arc::new(FakeKm::default()), 1);
     let started = tokio::time::Instant::now();
-    expect_error(&env, req, 429, "ThrottlingException").await;
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let app = router(env.state.clone());
+        stalled.push(tokio::spawn(
+            app.oneshot(unsigned_on(None, Body::new(StalledBody))),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let req = signed("/example/kms/xks/v1/health", &health_body());
+    let (s, v, _) = call(&env, req).await;
+    assert_eq!(s, 200, "{v}");
+    for t in stalled {
+        let resp = t.await.unwrap().unwrap();
+        assert_eq!(resp.status(), 400);
+    }
+    let body_timeout = RequestLimits::default().body_timeout;
+    assert!(started.elapsed() >= body_timeout, "{:?}", started.elapsed());
     assert!(
-        started.elapsed() <= Duration::from_millis(100),
+        started.elapsed() <= body_timeout + Duration::from_millis(50),
         "{:?}",
         started.elapsed()
     );
-    let _ = first.await;
+}
+
+#[tokio::test]
+async fn unauthenticated_budget_is_per_connection_and_per_peer() {
+    let limits = RequestLimits {
+        unauthenticated_per_connection: 1,
+        unauthenticated_per_peer: 2,
+        ..RequestLimits::default()
+    };
+    let env = env_limits(Arc::new(FakeKm::default()), 64, limits);
+    let (c1, c2, c3) = (
+        conn_from([10, 0, 0, 1]),
+        conn_from([10, 0, 0, 1]),
+        conn_from([10, 0, 0, 1]),
+    );
+    let hold = |c: &ConnInfo| {
+        let app = router(env.state.clone());
+        tokio::spawn(app.oneshot(unsigned_on(Some(c), Body::new(StalledBody))))
+    };
+    let held = [hold(&c1), hold(&c2)];
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Same connection: refused at once, and its body is still read to its end.
+    let (req, polled, ended) = probe_request("POST", "/example/kms/xks/v1/health", Some(2));
+    let mut req = req;
+    req.extensions_mut().insert(c1.clone());
+    expect_error(&env, req, 429, "ThrottlingException").await;
+    assert_eq!(polled.load(Ordering::SeqCst), 2);
+    assert!(ended.load(Ordering::SeqCst));
+    // Another connection of the same peer: the peer budget (2) is used up.
+    let req = unsigned_on(Some(&c3), Body::from("{}"));
+    expect_error(&env, req, 429, "ThrottlingException").await;
+    // Another peer is not affected, and its signed request authenticates its connection.
+    let other = conn_from([10, 0, 0, 2]);
+    let mut req = signed("/example/kms/xks/v1/health", &health_body());
+    req.extensions_mut().insert(other.clone());
+    assert!(!other.0.is_authenticated());
+    let (s, v, _) = call(&env, req).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(other.0.is_authenticated());
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 400);
+    }
+    // The slots came back.
+    let req = unsigned_on(Some(&c1), Body::from("{}"));
+    expect_error(&env, req, 401, "AuthenticationFailedException").await;
+    assert!(!c1.0.is_authenticated());
 }
 
 /// A POST (or `method`) to `path` whose body is a `ProbeBody`; returns the request, the
@@ -939,18 +1016,28 @@ async fn early_error_drain_is_bounded_by_the_body_limit() {
     assert!(!ended.load(Ordering::SeqCst));
 }
 
+/// Issue 10: an oversized body (no Content-Length, as HTTP/2 clients often send) is read to
+/// its end up to `max_drain_bytes` and then answered, so the client gets the XKS error instead
+/// of a stream reset; an endless one is read no further than that.
 #[tokio::test]
-async fn throttled_by_concurrency_still_reads_the_body() {
-    let env = env_with(Arc::new(FakeKm::default()), 1);
-    let app = router(env.state.clone());
-    let slow = signed(&key_path("slow-key", "encrypt"), &encrypt_body(b"x", None));
-    let first = tokio::spawn(app.oneshot(slow));
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let (req, polled, ended) = probe_request("POST", "/example/kms/xks/v1/health", Some(2));
-    expect_error(&env, req, 429, "ThrottlingException").await;
-    assert_eq!(polled.load(Ordering::SeqCst), 2);
+async fn oversized_bodies_are_drained_then_answered() {
+    let env = env();
+    let path = key_path("demo-key", "encrypt");
+    let (req, polled, ended) = probe_request("POST", &path, Some(530));
+    expect_error(&env, req, 501, "UnsupportedOperationException").await;
+    assert_eq!(polled.load(Ordering::SeqCst), 530);
     assert!(ended.load(Ordering::SeqCst));
-    assert_eq!(first.await.unwrap().unwrap().status(), 503);
+    let (req, polled, ended) = probe_request("POST", &path, None);
+    expect_error(&env, req, 501, "UnsupportedOperationException").await;
+    // 1 MiB: 1024 chunks fit, the 1025th crosses it and the rest is never read.
+    assert_eq!(polled.load(Ordering::SeqCst), 1025);
+    assert!(!ended.load(Ordering::SeqCst));
+    // A declared length above the drain limit is answered without reading.
+    let (mut req, polled, _) = probe_request("POST", &path, Some(3));
+    req.headers_mut()
+        .insert("content-length", "2000000".parse().unwrap());
+    expect_error(&env, req, 501, "UnsupportedOperationException").await;
+    assert_eq!(polled.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
