@@ -319,7 +319,7 @@ mod tests {
         spec.vhsmd_san = vec!["vhsm-2.internal".into(), "10.0.0.5".into()];
         spec.xks_san = vec!["xks.example.com".into()];
         let written = create_pki(&spec).unwrap();
-        assert_eq!(written.len(), 14);
+        assert_eq!(written.len(), 16);
         assert_eq!(mode_of(&dir), 0o700);
         for stem in STEMS {
             assert_eq!(mode_of(&dir.join(format!("{stem}.key"))), 0o600, "{stem}");

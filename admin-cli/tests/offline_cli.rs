@@ -84,7 +84,7 @@ fn pki_init_json_lists_files() {
     ]);
     assert_eq!(code(&o), 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(v["files"].as_array().unwrap().len(), 14);
+    assert_eq!(v["files"].as_array().unwrap().len(), 16);
 }
 
 #[test]
