@@ -122,8 +122,13 @@ fn rekey(v: &Vhsm, c: &Caller, mut r: RekeyRequest) -> Result<InitResponse, Stat
         .map_err(err)
 }
 
+/// The node's cluster layer (vhsmd always has one; a bare dispatcher in tests does not).
+fn cluster_of(node: Option<&Arc<ClusterNode>>) -> Result<&Arc<ClusterNode>, Status> {
+    node.ok_or_else(|| err(Error::Internal("no cluster layer".into())))
+}
+
 fn cluster_response(node: Option<&Arc<ClusterNode>>) -> Result<ClusterStatusResponse, Status> {
-    let node = node.ok_or_else(|| err(Error::Internal("no cluster layer".into())))?;
+    let node = cluster_of(node)?;
     let v = node.view();
     Ok(ClusterStatusResponse {
         raft_id: v.raft_id,
@@ -185,9 +190,7 @@ impl Admin for AdminService {
         let node = self.d.cluster().cloned();
         self.d
             .call(request, Method::AddNode, "", move |_, _, r| {
-                let n = node
-                    .as_ref()
-                    .ok_or_else(|| err(Error::Internal("no cluster layer".into())))?;
+                let n = cluster_of(node.as_ref())?;
                 if !r.address.starts_with("https://") {
                     return Err(convert_invalid("address"));
                 }
@@ -205,9 +208,7 @@ impl Admin for AdminService {
         let node = self.d.cluster().cloned();
         self.d
             .call(request, Method::RemoveNode, "", move |_, _, r| {
-                let n = node
-                    .as_ref()
-                    .ok_or_else(|| err(Error::Internal("no cluster layer".into())))?;
+                let n = cluster_of(node.as_ref())?;
                 membership_change(node.as_ref(), n.remove_node(r.raft_id))
             })
             .await
