@@ -3,7 +3,9 @@
 # known-answer, integration and end-to-end test, and closes with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --bins
+# Built with the tests' feature set (--tests), so `cargo test` below reuses the same artefacts
+# instead of compiling the dependency tree a second time.
+cargo build --workspace --bins --tests
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
