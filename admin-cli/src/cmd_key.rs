@@ -113,6 +113,9 @@ pub struct KeyJson {
     deletion_due_at_ms: u64,
     deletion_due_at: String,
     created_by_audit_seq: u64,
+    /// AES-GCM encryptions reserved under the current version (all nodes) and the limit.
+    encryptions_reserved: u64,
+    encryption_limit: u64,
 }
 
 impl From<&KeyInfo> for KeyJson {
@@ -131,8 +134,19 @@ impl From<&KeyInfo> for KeyJson {
             deletion_due_at_ms: k.deletion_due_at_ms,
             deletion_due_at: output::time_ms(k.deletion_due_at_ms),
             created_by_audit_seq: k.created_by_audit_seq,
+            encryptions_reserved: k.encryptions_reserved,
+            encryption_limit: k.encryption_limit,
         }
     }
+}
+
+/// "N of LIMIT (P %)" for the current version's AES-GCM use; "-" when not reported.
+fn encryptions_text(reserved: u64, limit: u64) -> String {
+    if limit == 0 {
+        return "-".into();
+    }
+    let percent = reserved as f64 * 100.0 / limit as f64;
+    format!("{reserved} of {limit} reserved ({percent:.2} %)")
 }
 
 fn labels_text(l: &BTreeMap<String, String>) -> String {
@@ -159,6 +173,10 @@ pub fn render_key(k: &KeyJson) -> String {
         ("created", k.created_at.clone()),
         ("created by audit seq", k.created_by_audit_seq.to_string()),
         ("deletion due", k.deletion_due_at.clone()),
+        (
+            "encryptions (current version)",
+            encryptions_text(k.encryptions_reserved, k.encryption_limit),
+        ),
     ])
 }
 
@@ -410,6 +428,8 @@ mod tests {
             deletion_due_at_ms: 1_700_086_400_000,
             origin: "imported".into(),
             created_by_audit_seq: 12,
+            encryptions_reserved: 1 << 31,
+            encryption_limit: 1 << 32,
         };
         let j = KeyJson::from(&k);
         let v = serde_json::to_value(&j).unwrap();
@@ -419,6 +439,12 @@ mod tests {
         assert_eq!(v["created_at"], "2023-11-14T22:13:20.000Z");
         let t = render_key(&j);
         assert!(t.contains("PENDING_DELETION") && t.contains("a=b"), "{t}");
+        assert!(
+            t.contains("2147483648 of 4294967296 reserved (50.00 %)"),
+            "{t}"
+        );
+        assert_eq!(v["encryptions_reserved"], 2_147_483_648u64);
+        assert_eq!(encryptions_text(0, 0), "-");
         let table = render_keys(&[j]);
         assert!(table.starts_with("KEY ID"), "{table}");
         assert!(table.contains("k1"), "{table}");

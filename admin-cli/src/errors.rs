@@ -199,6 +199,10 @@ fn classify(reason: Reason, code: tonic::Code, retry_ms: u64) -> (ExitKind, Opti
             Some("cancel the deletion with `vhsm-admin key cancel-deletion ID`".into()),
         ),
         Reason::KeyVersionNotAllowed => (ExitKind::InvalidState, None),
+        Reason::KeyVersionExhausted => (
+            ExitKind::InvalidState,
+            Some("rotate the key with `vhsm-admin key rotate ID`".into()),
+        ),
         Reason::Corruption => (
             ExitKind::Integrity,
             Some("stored data failed authentication: restore from a backup and investigate tampering".into()),

@@ -146,6 +146,18 @@ impl VhsmdProc {
         unix: bool,
         bootstrap: bool,
     ) -> Result<Self> {
+        Self::start_member_with(dir, pki, node_id, unix, bootstrap, "")
+    }
+
+    /// As [`VhsmdProc::start_member`], with `keys_toml` appended to the `[keys]` section.
+    pub fn start_member_with(
+        dir: &Path,
+        pki: &Path,
+        node_id: &str,
+        unix: bool,
+        bootstrap: bool,
+        keys_toml: &str,
+    ) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let port = free_port();
         let unix_socket = unix.then(|| dir.join(format!("{node_id}.sock")));
@@ -180,6 +192,7 @@ peer = ["vhsm-peer"]
 
 [keys]
 min_deletion_waiting_days = 7
+{keys_toml}
 
 [cluster]
 advertise = "https://127.0.0.1:{port}"
@@ -459,6 +472,8 @@ pub struct ApplianceOptions {
     pub key_ids: Vec<String>,
     /// Start vhsmd with a `[unix]` listener; xks-front then reaches it over the socket.
     pub unix: bool,
+    /// Appended to every node's `[keys]` section.
+    pub keys_toml: String,
 }
 
 impl Default for ApplianceOptions {
@@ -468,6 +483,7 @@ impl Default for ApplianceOptions {
             passphrase: "correct horse battery staple".to_string(),
             key_ids: vec!["demo-key".to_string()],
             unix: false,
+            keys_toml: String::new(),
         }
     }
 }
@@ -496,12 +512,13 @@ impl Appliance {
         }
         let mut nodes = Vec::new();
         for i in 0..opts.nodes.max(1) {
-            nodes.push(VhsmdProc::start_member(
+            nodes.push(VhsmdProc::start_member_with(
                 dir.path(),
                 &pki,
                 &format!("vhsm-{}", i + 1),
                 opts.unix,
                 i == 0,
+                &opts.keys_toml,
             )?);
         }
         let app = Appliance { dir, pki, nodes };

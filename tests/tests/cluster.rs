@@ -49,8 +49,14 @@ fn decrypt_body(enc: &Value) -> Value {
 
 /// Three voters behind one xks-front that serves every key.
 async fn cluster() -> (Appliance, XksFrontProc, XksClient) {
+    cluster_with(String::new()).await
+}
+
+/// [`cluster`] with `keys_toml` in every node's `[keys]` section.
+async fn cluster_with(keys_toml: String) -> (Appliance, XksFrontProc, XksClient) {
     let opts = ApplianceOptions {
         nodes: 3,
+        keys_toml,
         ..ApplianceOptions::default()
     };
     let app = tokio::task::spawn_blocking(move || Appliance::start(&opts))
@@ -397,4 +403,105 @@ async fn a_node_added_to_a_populated_cluster_catches_up_and_serves() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "the new node did not serve");
+}
+
+/// Encrypts directly on `node` (as xks-front would); the wire reason on failure.
+async fn encrypt_on(
+    c: &mut vhsm_proto::v1::crypto_client::CryptoClient<tonic::transport::Channel>,
+    key: &str,
+) -> Result<vhsm_proto::v1::EncryptResponse, vhsm_proto::v1::Reason> {
+    c.encrypt(vhsm_proto::v1::EncryptRequest {
+        key_id: key.into(),
+        plaintext: b"counted".to_vec(),
+        ..Default::default()
+    })
+    .await
+    .map(tonic::Response::into_inner)
+    .map_err(|s| vhsm_proto::reason_of(&s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_aes_gcm_limit_bounds_the_encryptions_of_every_node() {
+    use vhsm_proto::v1::Reason;
+    const LIMIT: u64 = 300;
+    let (app, _front, client) = cluster_with(format!(
+        "gcm_invocation_limit = {LIMIT}\ngcm_reservation_block = 40\ngcm_warn_percent = 50\n"
+    ))
+    .await;
+    admin_ok(
+        &app,
+        0,
+        &["key", "create", "g1", "--usage", "encrypt,decrypt"],
+    )
+    .await;
+    let mut nodes = Vec::new();
+    for n in &app.nodes {
+        nodes.push(
+            vhsm_e2e::grpc::crypto(&n.endpoint(), &app.pki)
+                .await
+                .unwrap(),
+        );
+    }
+    // Round-robin until every node refuses with the limit: each reserves its own blocks, and
+    // together they make exactly LIMIT encryptions.
+    let (mut ok, mut exhausted_in_a_row, mut first) = (0u64, 0, None);
+    for i in 0..(LIMIT as usize * 3) {
+        match encrypt_on(&mut nodes[i % 3], "g1").await {
+            Ok(out) => {
+                ok += 1;
+                exhausted_in_a_row = 0;
+                first.get_or_insert(out);
+            }
+            Err(Reason::KeyVersionExhausted) => {
+                exhausted_in_a_row += 1;
+                if exhausted_in_a_row == 3 {
+                    break;
+                }
+            }
+            Err(other) => panic!("encrypt {i} on node {}: {other:?}", i % 3),
+        }
+    }
+    assert_eq!(exhausted_in_a_row, 3, "every node refuses at the limit");
+    assert_eq!(
+        ok, LIMIT,
+        "encryptions made under version 1 by the three nodes"
+    );
+    for node in 0..3 {
+        let k = key_json(&app, node, "g1").await;
+        assert_eq!(k["encryptions_reserved"], LIMIT, "node {node}: {k}");
+        assert_eq!(k["encryption_limit"], LIMIT, "node {node}");
+    }
+    // KMS sees InvalidStateException; decryption still works.
+    let r = client
+        .post(&api("/keys/g1/encrypt"), &encrypt_body(b"x"))
+        .await
+        .unwrap();
+    assert_eq!(r.error_name(), "InvalidStateException", "{:?}", r.body);
+    let first = first.unwrap();
+    let mut c = nodes[1].clone();
+    c.decrypt(vhsm_proto::v1::DecryptRequest {
+        key_id: "g1".into(),
+        ciphertext: first.ciphertext,
+        iv: first.iv,
+        tag: first.tag,
+        metadata: first.metadata,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Rotation starts a new count, on every node.
+    admin_ok(&app, 2, &["key", "rotate", "g1"]).await;
+    for c in &mut nodes {
+        encrypt_on(c, "g1").await.unwrap();
+    }
+    let k = key_json(&app, 0, "g1").await;
+    assert_eq!(k["current_version"], 2);
+    assert!(k["encryptions_reserved"].as_u64().unwrap() <= 120, "{k}");
+    // Each reservation is in the one audit chain, with the running total.
+    let admin = app.admin(1);
+    let audit = tokio::task::spawn_blocking(move || admin.ok(&["audit", "tail", "-n", "200"], ""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(audit.contains("key.reserve_invocations"), "{audit}");
 }

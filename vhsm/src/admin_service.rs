@@ -50,9 +50,12 @@ fn convert_invalid(field: &'static str) -> Status {
     core_status(&Error::InvalidArgument(field))
 }
 
-fn key_response(r: Result<vhsm_core::KeyInfo, Error>) -> Result<KeyResponse, Status> {
-    r.map(|k| KeyResponse {
-        key: Some(convert::key_info(k)),
+fn key_response(v: &Vhsm, r: Result<vhsm_core::KeyInfo, Error>) -> Result<KeyResponse, Status> {
+    r.map(|k| {
+        let usage = v.invocation_use(&k.key_id).ok();
+        KeyResponse {
+            key: Some(convert::key_info_with_use(k, usage)),
+        }
     })
     .map_err(err)
 }
@@ -310,7 +313,7 @@ impl Admin for AdminService {
                     usage: convert::usage_set(&r.usage).map_err(err)?,
                     labels: convert::labels(r.labels),
                 };
-                key_response(v.create_key(spec, &c.identity))
+                key_response(v, v.create_key(spec, &c.identity))
             })
             .await
     }
@@ -342,7 +345,10 @@ impl Admin for AdminService {
                     usage: convert::usage_set(&r.usage).map_err(err)?,
                     labels: convert::labels(r.labels),
                 };
-                key_response(v.import_key(spec, &r.import_key_id, &r.wrapped_key, &c.identity))
+                key_response(
+                    v,
+                    v.import_key(spec, &r.import_key_id, &r.wrapped_key, &c.identity),
+                )
             })
             .await
     }
@@ -355,7 +361,13 @@ impl Admin for AdminService {
             .call(request, Method::ListKeys, "", |v, _, _| {
                 let keys = v.list_keys().map_err(err)?;
                 Ok(ListKeysResponse {
-                    keys: keys.into_iter().map(convert::key_info).collect(),
+                    keys: keys
+                        .into_iter()
+                        .map(|k| {
+                            let usage = v.invocation_use(&k.key_id).ok();
+                            convert::key_info_with_use(k, usage)
+                        })
+                        .collect(),
                 })
             })
             .await
@@ -367,7 +379,7 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::DescribeKey, "", |v, _, r| {
-                key_response(v.describe_key(&r.key_id))
+                key_response(v, v.describe_key(&r.key_id))
             })
             .await
     }
@@ -378,7 +390,7 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::RotateKey, "", |v, c, r| {
-                key_response(v.rotate_key(&r.key_id, &c.identity))
+                key_response(v, v.rotate_key(&r.key_id, &c.identity))
             })
             .await
     }
@@ -389,11 +401,10 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::SetMinDecryptionVersion, "", |v, c, r| {
-                key_response(v.set_min_decryption_version(
-                    &r.key_id,
-                    r.min_decryption_version,
-                    &c.identity,
-                ))
+                key_response(
+                    v,
+                    v.set_min_decryption_version(&r.key_id, r.min_decryption_version, &c.identity),
+                )
             })
             .await
     }
@@ -404,7 +415,7 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::EnableKey, "", |v, c, r| {
-                key_response(v.enable_key(&r.key_id, &c.identity))
+                key_response(v, v.enable_key(&r.key_id, &c.identity))
             })
             .await
     }
@@ -415,7 +426,7 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::DisableKey, "", |v, c, r| {
-                key_response(v.disable_key(&r.key_id, &c.identity))
+                key_response(v, v.disable_key(&r.key_id, &c.identity))
             })
             .await
     }
@@ -426,7 +437,10 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::ScheduleKeyDeletion, "", |v, c, r| {
-                key_response(v.schedule_key_deletion(&r.key_id, r.waiting_days, &c.identity))
+                key_response(
+                    v,
+                    v.schedule_key_deletion(&r.key_id, r.waiting_days, &c.identity),
+                )
             })
             .await
     }
@@ -437,7 +451,7 @@ impl Admin for AdminService {
     ) -> Result<Response<KeyResponse>, Status> {
         self.d
             .call(request, Method::CancelKeyDeletion, "", |v, c, r| {
-                key_response(v.cancel_key_deletion(&r.key_id, &c.identity))
+                key_response(v, v.cancel_key_deletion(&r.key_id, &c.identity))
             })
             .await
     }

@@ -200,6 +200,16 @@ pub struct KeysConfig {
     /// How often keys whose deletion is due are destroyed (seconds).
     #[serde(default = "default_deletion_check_secs")]
     pub deletion_check_secs: u64,
+    /// AES-GCM encryptions allowed per key version, all nodes together (at most 2^32, the
+    /// NIST SP 800-38D bound for random IVs).
+    #[serde(default = "default_gcm_invocation_limit")]
+    pub gcm_invocation_limit: u64,
+    /// Encryptions a node reserves at a time through the cluster (one replicated write each).
+    #[serde(default = "default_gcm_reservation_block")]
+    pub gcm_reservation_block: u64,
+    /// From this share of the limit on (percent), every reservation logs a warning.
+    #[serde(default = "default_gcm_warn_percent")]
+    pub gcm_warn_percent: u8,
 }
 
 impl Default for KeysConfig {
@@ -207,8 +217,34 @@ impl Default for KeysConfig {
         KeysConfig {
             min_deletion_waiting_days: default_min_deletion_waiting_days(),
             deletion_check_secs: default_deletion_check_secs(),
+            gcm_invocation_limit: default_gcm_invocation_limit(),
+            gcm_reservation_block: default_gcm_reservation_block(),
+            gcm_warn_percent: default_gcm_warn_percent(),
         }
     }
+}
+
+impl KeysConfig {
+    /// The core's GCM limits from these settings.
+    pub fn gcm_limits(&self) -> vhsm_core::GcmLimits {
+        vhsm_core::GcmLimits {
+            limit: self.gcm_invocation_limit,
+            block: self.gcm_reservation_block,
+            warn_percent: self.gcm_warn_percent,
+        }
+    }
+}
+
+fn default_gcm_invocation_limit() -> u64 {
+    vhsm_core::GcmLimits::default().limit
+}
+
+fn default_gcm_reservation_block() -> u64 {
+    vhsm_core::GcmLimits::default().block
+}
+
+fn default_gcm_warn_percent() -> u8 {
+    vhsm_core::GcmLimits::default().warn_percent
 }
 
 fn default_min_deletion_waiting_days() -> u32 {
@@ -360,6 +396,9 @@ impl Config {
                 "keys.deletion_check_secs",
                 "must be 1 to 86400 (one day)",
             ));
+        }
+        if let Err(why) = self.keys.gcm_limits().validate() {
+            return Err(ConfigError::invalid("keys.gcm_invocation_limit", why));
         }
         if !LOG_LEVELS.contains(&self.log.level.as_str()) {
             return Err(ConfigError::invalid(

@@ -83,7 +83,19 @@ pub fn key_info(k: KeyInfo) -> v1::KeyInfo {
         deletion_due_at_ms: k.deletion_due_at_ms,
         origin: k.origin.as_str().to_owned(),
         created_by_audit_seq: k.created_by_audit_seq,
+        encryptions_reserved: 0,
+        encryption_limit: 0,
     }
+}
+
+/// `key_info` with the AES-GCM use of the key's current version (when the cache has it).
+pub fn key_info_with_use(k: KeyInfo, usage: Option<vhsm_core::InvocationUse>) -> v1::KeyInfo {
+    let mut w = key_info(k);
+    if let Some(u) = usage {
+        w.encryptions_reserved = u.reserved_total;
+        w.encryption_limit = u.limit;
+    }
+    w
 }
 
 /// A wire `u32` that must fit a `u8` (thresholds).

@@ -40,11 +40,10 @@ impl Crypto for CryptoService {
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
         let rid = request.get_ref().request_id.clone();
+        self.d.prepare_encrypt(&request.get_ref().key_id).await;
+        let reserver = Arc::clone(self.d.reserver());
         self.d
-            .catch_up_for_key(&request.get_ref().key_id, None)
-            .await;
-        self.d
-            .call(request, Method::Encrypt, &rid, |v, _, mut r| {
+            .call(request, Method::Encrypt, &rid, move |v, _, mut r| {
                 let out = if r.integrity_check {
                     v.encrypt_verified(&r.key_id, &r.plaintext, &r.aad)
                         .map(|(out, cdiv)| (out, cdiv.to_vec()))
@@ -53,6 +52,9 @@ impl Crypto for CryptoService {
                         .map(|out| (out, Vec::new()))
                 };
                 r.plaintext.zeroize();
+                if let Err(vhsm_core::Error::KeyVersionExhausted(_)) = &out {
+                    reserver.note_exhausted();
+                }
                 let (out, integrity_value) = out.map_err(|e| core_status(&e))?;
                 Ok(EncryptResponse {
                     ciphertext: out.ciphertext,

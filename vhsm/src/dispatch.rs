@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
-use vhsm_core::{Error, Reason, Vhsm};
+use vhsm_core::{Error, Readiness, Reason, Vhsm};
 use vhsm_proto::v1::Reason as WireReason;
 
 use crate::access::Method;
@@ -15,6 +15,7 @@ use crate::cluster::replicated::ReplicatedStorage;
 use crate::denials::DenialLimiter;
 use crate::error_map;
 use crate::logging::{log_request, RequestLog};
+use crate::reserve::Reserver;
 use crate::roles::{Caller, RoleMap};
 use crate::wipe::Wipe;
 
@@ -50,18 +51,20 @@ pub struct Dispatcher {
     heavy: tokio::sync::Semaphore,
     denials: DenialLimiter,
     cluster: Option<ClusterLink>,
+    reserver: Arc<Reserver>,
 }
 
 impl Dispatcher {
     /// A dispatcher over `vhsm`, mapping certificates with `roles`.
     pub fn new(vhsm: Arc<Vhsm>, roles: RoleMap, node_id: String) -> Dispatcher {
         Dispatcher {
-            vhsm,
             roles,
             node_id,
             heavy: tokio::sync::Semaphore::new(MAX_CONCURRENT_HEAVY_CALLS),
             denials: DenialLimiter::new(),
             cluster: None,
+            reserver: Arc::new(Reserver::new(Arc::clone(&vhsm), None)),
+            vhsm,
         }
     }
 
@@ -69,8 +72,17 @@ impl Dispatcher {
     /// for the node to be current, kill switches wait for every member.
     #[must_use]
     pub fn with_cluster(mut self, link: ClusterLink) -> Dispatcher {
+        self.reserver = Arc::new(Reserver::new(
+            Arc::clone(&self.vhsm),
+            Some((Arc::clone(&link.node), Arc::clone(&link.storage))),
+        ));
         self.cluster = Some(link);
         self
+    }
+
+    /// This node's AES-GCM reservations.
+    pub fn reserver(&self) -> &Arc<Reserver> {
+        &self.reserver
     }
 
     /// The cluster node, if any.
@@ -113,6 +125,17 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Before an Encrypt with `key_id`: catch up if this node does not know the key, then make
+    /// sure AES-GCM invocations of its current version are reserved here (see `reserve`).
+    pub async fn prepare_encrypt(&self, key_id: &str) {
+        let mut readiness = self.vhsm.encrypt_readiness(key_id);
+        if readiness == Readiness::Unknown {
+            self.catch_up_for_key(key_id, None).await;
+            readiness = self.vhsm.encrypt_readiness(key_id);
+        }
+        self.reserver.prepare(key_id, readiness).await;
     }
 
     /// The core.

@@ -24,6 +24,7 @@ pub fn code_and_reason(reason: Reason) -> (Code, WireReason) {
         Reason::InvalidShare => (Code::InvalidArgument, WireReason::InvalidShare),
         Reason::InvalidBackup => (Code::InvalidArgument, WireReason::InvalidBackup),
         Reason::KeyVersionNotAllowed => (Code::InvalidArgument, WireReason::KeyVersionNotAllowed),
+        Reason::KeyVersionExhausted => (Code::FailedPrecondition, WireReason::KeyVersionExhausted),
         Reason::UnsealRejected => (Code::Unauthenticated, WireReason::UnsealRejected),
         Reason::RateLimited => (Code::ResourceExhausted, WireReason::RateLimited),
         Reason::TooLarge => (Code::OutOfRange, WireReason::TooLarge),

@@ -21,6 +21,7 @@ pub mod hardening;
 pub mod logging;
 pub mod metrics;
 pub mod reaper;
+pub mod reserve;
 pub mod roles;
 pub mod server;
 pub mod storage;

@@ -1,5 +1,6 @@
 //! vhsmd's Prometheus endpoint (`[metrics] addr`, plain HTTP, loopback by default): the node's
-//! cluster view (term, leader, indexes, lag per member, lease) and seal state, read at scrape.
+//! cluster view (term, leader, indexes, lag per member, lease), seal state, the gRPC service
+//! limits' hits and the AES-GCM reservations, read at scrape.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,12 +10,76 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use vhsm_core::{SealState, Vhsm};
 
 use crate::cluster::node::{ClusterNode, ClusterView};
+use crate::grpc_limits::LimitCounters;
+use crate::reserve::ReservationStats;
+
+/// Where a scrape reads from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The Raft node.
+    pub node: Arc<ClusterNode>,
+    /// The core.
+    pub vhsm: Arc<Vhsm>,
+    /// AES-GCM reservations.
+    pub reservations: Arc<ReservationStats>,
+    /// The Crypto service's limits.
+    pub crypto_limits: Arc<LimitCounters>,
+    /// The Admin service's limits.
+    pub admin_limits: Arc<LimitCounters>,
+}
+
+/// Counter values at one scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Crypto requests that waited for an in-flight slot / ran out of time.
+    pub crypto_waited: u64,
+    /// See `crypto_waited`.
+    pub crypto_timed_out: u64,
+    /// Admin requests that waited for an in-flight slot / ran out of time.
+    pub admin_waited: u64,
+    /// See `admin_waited`.
+    pub admin_timed_out: u64,
+    /// AES-GCM blocks reserved by this node.
+    pub gcm_reserved: u64,
+    /// Reservations that failed.
+    pub gcm_failed: u64,
+    /// Reservations past the warning share.
+    pub gcm_warnings: u64,
+    /// Encryptions refused at the limit.
+    pub gcm_exhausted: u64,
+    /// Highest reserved share of the limit, hundredths of a percent.
+    pub gcm_max_basis_points: u64,
+}
+
+impl Sources {
+    fn counters(&self) -> Counters {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = &self.reservations;
+        Counters {
+            crypto_waited: self.crypto_limits.waited.load(Relaxed),
+            crypto_timed_out: self.crypto_limits.timed_out.load(Relaxed),
+            admin_waited: self.admin_limits.waited.load(Relaxed),
+            admin_timed_out: self.admin_limits.timed_out.load(Relaxed),
+            gcm_reserved: r.reserved.load(Relaxed),
+            gcm_failed: r.failed.load(Relaxed),
+            gcm_warnings: r.warnings.load(Relaxed),
+            gcm_exhausted: r.exhausted.load(Relaxed),
+            gcm_max_basis_points: r.max_reserved_basis_points.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Service {
+    service: &'static str,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Member {
@@ -27,9 +92,71 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, g);
 }
 
+fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c: Counter = Counter::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+fn per_service(registry: &mut Registry, name: &str, help: &str, crypto: u64, admin: u64) {
+    let f = Family::<Service, Counter>::default();
+    f.get_or_create(&Service { service: "crypto" })
+        .inc_by(crypto);
+    f.get_or_create(&Service { service: "admin" }).inc_by(admin);
+    registry.register(name, help, f);
+}
+
+fn render_counters(r: &mut Registry, c: &Counters) {
+    per_service(
+        r,
+        "vhsm_grpc_limit_waited",
+        "Requests that waited for their service's in-flight budget ([grpc_limits])",
+        c.crypto_waited,
+        c.admin_waited,
+    );
+    per_service(
+        r,
+        "vhsm_grpc_limit_timed_out",
+        "Requests answered DEADLINE_EXCEEDED by their service's time limit ([grpc_limits])",
+        c.crypto_timed_out,
+        c.admin_timed_out,
+    );
+    counter(
+        r,
+        "vhsm_gcm_reservations",
+        "Blocks of AES-GCM invocations this node reserved",
+        c.gcm_reserved,
+    );
+    counter(
+        r,
+        "vhsm_gcm_reservation_failures",
+        "AES-GCM reservations that could not be committed",
+        c.gcm_failed,
+    );
+    counter(
+        r,
+        "vhsm_gcm_reservation_warnings",
+        "AES-GCM reservations past the usage warning (rotate the key)",
+        c.gcm_warnings,
+    );
+    counter(
+        r,
+        "vhsm_gcm_exhausted",
+        "Encryptions refused because the key version reached its AES-GCM limit",
+        c.gcm_exhausted,
+    );
+    gauge(
+        r,
+        "vhsm_gcm_max_reserved_basis_points",
+        "Highest share of the AES-GCM limit reserved under a key version this node reserved for (1/100 %)",
+        c.gcm_max_basis_points,
+    );
+}
+
 /// The exposition text for one view of the node.
-pub fn render(view: &ClusterView, seal: SealState, keys: u64) -> String {
+pub fn render(view: &ClusterView, seal: SealState, keys: u64, counters: &Counters) -> String {
     let mut r = Registry::default();
+    render_counters(&mut r, counters);
     gauge(&mut r, "vhsm_cluster_term", "Current Raft term", view.term);
     gauge(
         &mut r,
@@ -114,12 +241,8 @@ pub fn render(view: &ClusterView, seal: SealState, keys: u64) -> String {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    node: Arc<ClusterNode>,
-    vhsm: Arc<Vhsm>,
-    shutdown: F,
-) where
+pub async fn serve<F>(listener: tokio::net::TcpListener, sources: Sources, shutdown: F)
+where
     F: Future<Output = ()> + Send,
 {
     tokio::pin!(shutdown);
@@ -132,16 +255,17 @@ pub async fn serve<F>(
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let (node, vhsm) = (Arc::clone(&node), Arc::clone(&vhsm));
+        let sources = sources.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (node, vhsm) = (Arc::clone(&node), Arc::clone(&vhsm));
+                let sources = sources.clone();
                 async move {
                     let resp = if req.uri().path() == "/metrics" {
-                        let (seal, keys) = vhsm.health();
+                        let (seal, keys) = sources.vhsm.health();
+                        let text = render(&sources.node.view(), seal, keys, &sources.counters());
                         Response::builder()
                             .header("content-type", "text/plain; version=0.0.4")
-                            .body(Full::new(Bytes::from(render(&node.view(), seal, keys))))
+                            .body(Full::new(Bytes::from(text)))
                     } else {
                         Response::builder()
                             .status(404)
@@ -189,7 +313,12 @@ mod tests {
 
     #[test]
     fn a_node_that_lost_its_lease_shows_on_the_dashboard() {
-        let text = render(&view("follower", false), SealState::Unsealed, 5);
+        let text = render(
+            &view("follower", false),
+            SealState::Unsealed,
+            5,
+            &Counters::default(),
+        );
         assert!(text.contains("vhsm_cluster_serving 0"), "{text}");
         assert!(text.contains("vhsm_cluster_term 3"), "{text}");
         assert!(text.contains("vhsm_cluster_applied_index 118"), "{text}");
@@ -202,7 +331,12 @@ mod tests {
 
     #[test]
     fn the_leader_reports_lag_per_member() {
-        let text = render(&view("leader", true), SealState::Unsealed, 5);
+        let text = render(
+            &view("leader", true),
+            SealState::Unsealed,
+            5,
+            &Counters::default(),
+        );
         assert!(
             text.contains("vhsm_cluster_member_lag{member=\"9\"} 25"),
             "{text}"
@@ -212,5 +346,33 @@ mod tests {
             text.contains("vhsm_cluster_lease_remaining_milliseconds 1500"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn limit_hits_and_gcm_reservations_are_exported() {
+        let c = Counters {
+            crypto_waited: 4,
+            crypto_timed_out: 2,
+            admin_waited: 1,
+            admin_timed_out: 0,
+            gcm_reserved: 7,
+            gcm_failed: 1,
+            gcm_warnings: 3,
+            gcm_exhausted: 9,
+            gcm_max_basis_points: 5_012,
+        };
+        let text = render(&view("follower", true), SealState::Unsealed, 5, &c);
+        for line in [
+            "vhsm_grpc_limit_waited_total{service=\"crypto\"} 4",
+            "vhsm_grpc_limit_timed_out_total{service=\"crypto\"} 2",
+            "vhsm_grpc_limit_waited_total{service=\"admin\"} 1",
+            "vhsm_gcm_reservations_total 7",
+            "vhsm_gcm_reservation_failures_total 1",
+            "vhsm_gcm_reservation_warnings_total 3",
+            "vhsm_gcm_exhausted_total 9",
+            "vhsm_gcm_max_reserved_basis_points 5012",
+        ] {
+            assert!(text.contains(line), "{line} missing in {text}");
+        }
     }
 }

@@ -105,6 +105,9 @@ pub fn core_options(config: &Config) -> Options {
     let base = Options {
         partial_unseal_timeout_ms: config.seal.partial_unseal_timeout_secs.saturating_mul(1000),
         min_deletion_waiting_days: config.keys.min_deletion_waiting_days,
+        gcm: config.keys.gcm_limits(),
+        // The dispatcher reserves ahead (encrypts run on async workers).
+        gcm_reserve_inline: false,
         ..Options::default()
     };
     if config.dev.insecure_fast_kdf {
@@ -229,19 +232,6 @@ impl Daemon {
         let node = Arc::clone(&cluster.node);
         let reload = tokio::spawn(run_reload(Arc::clone(&node), Arc::clone(&vhsm), notices));
         let lease = tokio::spawn(Arc::clone(&node).run_lease());
-        let metrics = match &config.metrics {
-            Some(m) => {
-                let listener = TcpListener::bind(&m.addr).await?;
-                tracing::info!("vhsmd metrics on http://{}/metrics", m.addr);
-                Some(tokio::spawn(crate::metrics::serve(
-                    listener,
-                    Arc::clone(&node),
-                    Arc::clone(&vhsm),
-                    std::future::pending(),
-                )))
-            }
-            None => None,
-        };
         let unix_listener = match unix {
             Some((listener, path)) => Some((tokio::net::UnixListener::from_std(listener)?, path)),
             None => None,
@@ -257,6 +247,7 @@ impl Daemon {
             )
             .with_cluster(cluster),
         );
+        let sweep = tokio::spawn(Arc::clone(dispatcher.reserver()).run_sweep());
         let reaper = tokio::spawn(crate::reaper::run(
             Arc::clone(&vhsm),
             Duration::from_secs(config.keys.deletion_check_secs),
@@ -266,6 +257,25 @@ impl Daemon {
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let limits = &config.grpc_limits;
         let (crypto, admin) = services(limits, &dispatcher);
+        let metrics = match &config.metrics {
+            Some(m) => {
+                let listener = TcpListener::bind(&m.addr).await?;
+                tracing::info!("vhsmd metrics on http://{}/metrics", m.addr);
+                let sources = crate::metrics::Sources {
+                    node: Arc::clone(&node),
+                    vhsm: Arc::clone(&vhsm),
+                    reservations: Arc::clone(dispatcher.reserver().stats()),
+                    crypto_limits: Arc::clone(crypto.counters()),
+                    admin_limits: Arc::clone(admin.counters()),
+                };
+                Some(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    sources,
+                    std::future::pending(),
+                )))
+            }
+            None => None,
+        };
         // Node-to-node Raft traffic: TCP only (peers authenticate with certificates).
         let tcp_router = add_services(
             limits.apply(Server::builder()).tls_config(tls)?,
@@ -329,6 +339,8 @@ impl Daemon {
 
         reaper.abort();
         let _ = reaper.await;
+        sweep.abort();
+        let _ = sweep.await;
         // Sealing writes its audit record through the cluster: off the async workers.
         let sealing = Arc::clone(&vhsm);
         let _ = tokio::task::spawn_blocking(move || seal_for_shutdown(&sealing)).await;

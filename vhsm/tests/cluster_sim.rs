@@ -304,10 +304,12 @@ async fn writes_on_leader_and_follower_are_seen_by_every_node() {
             .unwrap();
         assert_eq!(input_pt, b"pt");
     }
-    // One audit chain: every node holds the same head.
+    // One audit chain: every node holds the same head (once current: the first encrypt
+    // reserved AES-GCM invocations, an audited write).
     let heads: Vec<_> = {
         let mut h = Vec::new();
         for n in &nodes {
+            n.node.catch_up(Duration::from_secs(3)).await.unwrap();
             h.push(n.core(|v| v.status().audit_head_hash).await);
         }
         h

@@ -121,6 +121,10 @@ impl XksError {
             Reason::KeyDisabled | Reason::KeyPendingDeletion => {
                 Self::new(N::InvalidState, "external key is not enabled")
             }
+            Reason::KeyVersionExhausted => Self::new(
+                N::InvalidState,
+                "external key reached its encryption limit and must be rotated",
+            ),
             Reason::UsageNotAllowed => {
                 Self::new(N::InvalidKeyUsage, "key does not allow this operation")
             }
@@ -179,6 +183,7 @@ mod tests {
             (Reason::KeyDestroyed, ErrorName::KeyNotFound),
             (Reason::KeyDisabled, ErrorName::InvalidState),
             (Reason::KeyPendingDeletion, ErrorName::InvalidState),
+            (Reason::KeyVersionExhausted, ErrorName::InvalidState),
             (Reason::UsageNotAllowed, ErrorName::InvalidKeyUsage),
             (Reason::InvalidCiphertext, ErrorName::InvalidCiphertext),
             (Reason::KeyVersionNotAllowed, ErrorName::InvalidCiphertext),

@@ -23,7 +23,7 @@ pub const METADATA_FORMAT: u8 = 0x01;
 /// Ciphertext metadata length: format byte + u32be key version.
 pub const METADATA_LEN: usize = 5;
 
-fn usable(key: &CachedKey, usage: Usage) -> Result<(), Error> {
+pub(crate) fn usable(key: &CachedKey, usage: Usage) -> Result<(), Error> {
     if let Some(e) = state_error(&key.info) {
         return Err(e);
     }
@@ -45,7 +45,8 @@ fn version_for_decrypt(key: &CachedKey, version: u32) -> Result<&Arc<VersionKey>
     Ok(material)
 }
 
-fn current(key: &CachedKey) -> Result<&Arc<VersionKey>, Error> {
+/// The material of the version `key` encrypts under.
+pub(crate) fn current_version_key(key: &CachedKey) -> Result<&Arc<VersionKey>, Error> {
     key.versions
         .get(&key.info.current_version)
         .ok_or_else(|| Error::Internal("current key version missing from cache".into()))
@@ -95,8 +96,8 @@ impl Vhsm {
         }
     }
 
-    /// AES-256-GCM encrypt under the key's current version with a random 96-bit IV. The GCM
-    /// AAD is `u16be(len aad) || aad || u8(len md) || md` with `md = [0x01][u32be version]`.
+    /// AES-256-GCM encrypt under the key's current version with a random 96-bit IV, counted
+    /// against the version's invocation budget (`invocations`). The GCM AAD is `u16be(len aad) || aad || u8(len md) || md` with `md = [0x01][u32be version]`.
     pub fn encrypt(&self, id: &str, plaintext: &[u8], aad: &[u8]) -> Result<EncryptOutput, Error> {
         self.seal_then(id, plaintext, aad, &[Usage::Encrypt], |_, _| Ok(()))
             .map(|(out, ())| out)
@@ -151,11 +152,12 @@ impl Vhsm {
             usable(&key, *usage)?;
         }
         let version = key.info.current_version;
-        let material = current(&key)?;
+        let material = current_version_key(&key)?;
         let mut metadata = Vec::with_capacity(METADATA_LEN);
         metadata.push(METADATA_FORMAT);
         metadata.extend_from_slice(&version.to_be_bytes());
         let gcm_aad = xks_gcm_aad(aad, &metadata).map_err(|_| Error::TooLarge("aad"))?;
+        self.spend_invocation(&key, material)?;
         let mut iv = [0u8; GCM_IV_LEN];
         self.rng.fill(&mut iv)?;
         let mut ciphertext = plaintext.to_vec();
@@ -211,7 +213,7 @@ impl Vhsm {
         let key = self.cached(id)?;
         usable(&key, Usage::Wrap)?;
         let version = key.info.current_version;
-        let wrapped = aes_kwp_wrap(&current(&key)?.secret, material)
+        let wrapped = aes_kwp_wrap(&current_version_key(&key)?.secret, material)
             .map_err(|_| Error::InvalidArgument("material"))?;
         Ok((wrapped, version))
     }

@@ -38,6 +38,8 @@ pub enum Reason {
     InvalidCiphertext,
     /// The ciphertext's key version is below the minimum decryption version.
     KeyVersionNotAllowed,
+    /// The key's current version reached its AES-GCM invocation limit: rotate the key.
+    KeyVersionExhausted,
     /// A request field is invalid.
     InvalidArgument,
     /// The caller lacks the role (never produced by the core; mapped by the daemon).
@@ -122,6 +124,10 @@ pub enum Error {
     /// The ciphertext names a key version below the key's minimum decryption version.
     #[error("key version not allowed for decryption")]
     KeyVersionNotAllowed,
+    /// The key's current version reached its AES-GCM invocation limit (NIST SP 800-38D); it
+    /// still decrypts, and encrypts again once the key is rotated.
+    #[error("key {0}: its current version reached the AES-GCM invocation limit; rotate the key")]
+    KeyVersionExhausted(String),
     /// The named request field is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
@@ -182,6 +188,7 @@ impl Error {
             Error::UsageNotAllowed { .. } => Reason::UsageNotAllowed,
             Error::InvalidCiphertext => Reason::InvalidCiphertext,
             Error::KeyVersionNotAllowed => Reason::KeyVersionNotAllowed,
+            Error::KeyVersionExhausted(_) => Reason::KeyVersionExhausted,
             Error::InvalidArgument(_) | Error::WeakKdf => Reason::InvalidArgument,
             Error::TooLarge(_) => Reason::TooLarge,
             Error::Corruption(_) => Reason::Corruption,

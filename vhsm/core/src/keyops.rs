@@ -11,6 +11,7 @@ use std::sync::Arc;
 use crate::audit_log::details;
 use crate::crypto::{aes_kwp_unwrap, SecretKey, KEY_LEN};
 use crate::error::Error;
+use crate::invocations::usage_key;
 use crate::keys::{self, CachedKey, VersionKey, Versions};
 use crate::storage::{Tree, WriteBatch};
 use crate::types::{ImportKey, KeyInfo, KeyOrigin, KeyState, NewKey, SecretBytes};
@@ -115,6 +116,7 @@ impl Vhsm {
             &material,
             &*self.rng,
         )?;
+        let first = self.put_first_reservation(&mut batch, &unsealed.keyring, &info.key_id, 1)?;
         let mut d = details([
             ("key_id", info.key_id.clone()),
             ("origin", origin.as_str().to_string()),
@@ -135,7 +137,9 @@ impl Vhsm {
         };
         let seq = self.commit_audited(inner, batch, event, actor, d)?;
         debug_assert_eq!(seq, info.created_by_audit_seq);
-        let versions: Versions = BTreeMap::from([(1, Arc::new(VersionKey::new(material)))]);
+        let fresh = VersionKey::new(material);
+        fresh.budget.grant(first, first);
+        let versions: Versions = BTreeMap::from([(1, Arc::new(fresh))]);
         self.put_hot(Arc::new(CachedKey {
             info: info.clone(),
             versions: Arc::new(versions),
@@ -323,6 +327,7 @@ impl Vhsm {
             &material,
             &*self.rng,
         )?;
+        let first = self.put_first_reservation(&mut batch, &unsealed.keyring, id, version)?;
         self.commit_audited(
             &mut inner,
             batch,
@@ -331,7 +336,9 @@ impl Vhsm {
             details([("key_id", id.to_string()), ("version", version.to_string())]),
         )?;
         let mut versions: Versions = (*cached.versions).clone();
-        versions.insert(version, Arc::new(VersionKey::new(material)));
+        let fresh = VersionKey::new(material);
+        fresh.budget.grant(first, first);
+        versions.insert(version, Arc::new(fresh));
         self.put_hot(Arc::new(CachedKey {
             info: info.clone(),
             versions: Arc::new(versions),
@@ -446,6 +453,7 @@ impl Vhsm {
             keys::put_info(&mut batch, &unsealed.keyring, &info, &*self.rng)?;
             for version in cached.versions.keys() {
                 batch.delete(Tree::Keys, keys::material_key(&info.key_id, *version));
+                batch.delete(Tree::Keys, usage_key(&info.key_id, *version));
             }
             self.commit_audited(
                 &mut inner,

@@ -3,7 +3,8 @@
 //! Tree `Keys` holds, each sealed in the record envelope under the keyring:
 //! - `key/<id>`: metadata (format u8 = 1, id, usage bits, state, current and minimum decryption
 //!   version, timestamps, origin, creating audit seq, labels); kept as a tombstone once destroyed;
-//! - `mat/<id>/<version u32be>`: the 32-byte AES-256 material of one version (deleted on destroy).
+//! - `mat/<id>/<version u32be>`: the 32-byte AES-256 material of one version (deleted on destroy);
+//! - `use/<id>/<version u32be>`: the AES-GCM invocations reserved under it (`invocations`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -13,6 +14,7 @@ use crate::codec::{Reader, Writer};
 use crate::crypto::{GcmKey, SecretKey};
 use crate::env::RandomSource;
 use crate::error::Error;
+use crate::invocations::{decode_reserved, usage_key, InvocationBudget};
 use crate::keyring::Keyring;
 use crate::storage::{Storage, Tree, WriteBatch};
 use crate::types::{is_valid_key_id, KeyInfo, KeyOrigin, KeyState, NewKey, UsageSet};
@@ -39,16 +41,27 @@ pub(crate) fn material_key(id: &str, version: u32) -> Vec<u8> {
     .concat()
 }
 
-/// One version's material and its prepared cipher.
+/// One version's material, its prepared cipher and this node's AES-GCM invocation budget.
 pub(crate) struct VersionKey {
     pub(crate) secret: SecretKey,
     pub(crate) gcm: GcmKey,
+    pub(crate) budget: InvocationBudget,
 }
 
 impl VersionKey {
+    /// A new version: nothing reserved under it yet.
     pub(crate) fn new(secret: SecretKey) -> Self {
+        Self::loaded(secret, 0)
+    }
+
+    /// A stored version under which `reserved_total` invocations were reserved.
+    pub(crate) fn loaded(secret: SecretKey, reserved_total: u64) -> Self {
         let gcm = GcmKey::new(&secret);
-        VersionKey { secret, gcm }
+        VersionKey {
+            secret,
+            gcm,
+            budget: InvocationBudget::loaded(reserved_total),
+        }
     }
 }
 
@@ -212,12 +225,29 @@ pub(crate) fn put_material(
     Ok(())
 }
 
-/// Authenticates one stored metadata record (stored under `k`) and loads its material.
+/// The invocations reserved under one version, as stored (0 without a record).
+fn stored_reservations(
+    storage: &dyn Storage,
+    ring: &Keyring,
+    id: &str,
+    version: u32,
+) -> Result<u64, Error> {
+    let k = usage_key(id, version);
+    match storage.get(Tree::Keys, &k)? {
+        Some(v) => decode_reserved(&ring.open(Tree::Keys, &k, &v)?),
+        None => Ok(0),
+    }
+}
+
+/// Authenticates one stored metadata record (stored under `k`) and loads its material. The
+/// versions of `previous` (this key as cached before, same keyring) are kept as they are,
+/// with this node's invocation budgets: a version's material never changes once written.
 fn load_entry(
     storage: &dyn Storage,
     ring: &Keyring,
     k: &[u8],
     v: &[u8],
+    previous: Option<&CachedKey>,
 ) -> Result<Arc<CachedKey>, Error> {
     let plain = ring.open(Tree::Keys, k, v)?;
     let info = decode_info(&plain)?;
@@ -229,6 +259,12 @@ fn load_entry(
     let mut versions = Versions::new();
     if info.state != KeyState::Destroyed {
         for version in 1..=info.current_version {
+            let reserved = stored_reservations(storage, ring, &info.key_id, version)?;
+            if let Some(kept) = previous.and_then(|p| p.versions.get(&version)) {
+                kept.budget.observe_total(reserved);
+                versions.insert(version, Arc::clone(kept));
+                continue;
+            }
             let mk = material_key(&info.key_id, version);
             let value = storage.get(Tree::Keys, &mk)?.ok_or_else(|| {
                 Error::Corruption(format!(
@@ -240,7 +276,7 @@ fn load_entry(
             let secret = SecretKey::from_slice(&raw).map_err(|_| {
                 Error::Corruption(format!("key {}: material has a wrong length", info.key_id))
             })?;
-            versions.insert(version, Arc::new(VersionKey::new(secret)));
+            versions.insert(version, Arc::new(VersionKey::loaded(secret, reserved)));
         }
     }
     Ok(Arc::new(CachedKey {
@@ -249,25 +285,30 @@ fn load_entry(
     }))
 }
 
-/// Loads and authenticates one key by id; `None` if no record exists.
+/// Loads and authenticates one key by id; `None` if no record exists. `previous` as in
+/// [`load_entry`].
 pub(crate) fn load_one(
     storage: &dyn Storage,
     ring: &Keyring,
     id: &str,
+    previous: Option<&CachedKey>,
 ) -> Result<Option<Arc<CachedKey>>, Error> {
     let k = meta_key(id);
     match storage.get(Tree::Keys, &k)? {
-        Some(v) => load_entry(storage, ring, &k, &v).map(Some),
+        Some(v) => load_entry(storage, ring, &k, &v, previous).map(Some),
         None => Ok(None),
     }
 }
 
-/// The key id a `Keys`-tree storage key belongs to (`key/<id>` or `mat/<id>/<version>`).
+/// The key id a `Keys`-tree storage key belongs to (`key/<id>`, `mat/<id>/<version>` or
+/// `use/<id>/<version>`).
 pub(crate) fn id_of_storage_key(k: &[u8]) -> Option<String> {
     let id = if let Some(rest) = k.strip_prefix(b"key/".as_slice()) {
         rest
     } else {
-        let rest = k.strip_prefix(b"mat/".as_slice())?;
+        let rest = k
+            .strip_prefix(b"mat/".as_slice())
+            .or_else(|| k.strip_prefix(b"use/".as_slice()))?;
         rest.get(..rest.len().checked_sub(5)?)?
     };
     std::str::from_utf8(id).ok().map(str::to_owned)
@@ -277,19 +318,27 @@ pub(crate) fn id_of_storage_key(k: &[u8]) -> Option<String> {
 pub(crate) fn load_all(storage: &dyn Storage, ring: &Keyring) -> Result<KeyMap, Error> {
     let mut out = HashMap::new();
     for (k, v) in storage.scan_prefix(Tree::Keys, b"key/")? {
-        let cached = load_entry(storage, ring, &k, &v)?;
+        let cached = load_entry(storage, ring, &k, &v, None)?;
         out.insert(cached.info.key_id.clone(), cached);
     }
-    // Every material record must belong to a live key version (nothing orphaned or injected).
-    let expected: std::collections::HashSet<Vec<u8>> = out
-        .values()
-        .flat_map(|c| c.versions.keys().map(|v| material_key(&c.info.key_id, *v)))
-        .collect();
-    for (k, _) in storage.scan_prefix(Tree::Keys, b"mat/")? {
-        if !expected.contains(&k) {
-            return Err(Error::Corruption(
-                "key material record without a live key".into(),
-            ));
+    // Every material and invocation record must belong to a live key version (nothing
+    // orphaned or injected).
+    let live = |record: fn(&str, u32) -> Vec<u8>| -> std::collections::HashSet<Vec<u8>> {
+        out.values()
+            .flat_map(|c| c.versions.keys().map(move |v| record(&c.info.key_id, *v)))
+            .collect()
+    };
+    for (prefix, record) in [
+        (b"mat/", material_key as fn(&str, u32) -> Vec<u8>),
+        (b"use/", usage_key),
+    ] {
+        let expected = live(record);
+        for (k, _) in storage.scan_prefix(Tree::Keys, prefix)? {
+            if !expected.contains(&k) {
+                return Err(Error::Corruption(
+                    "key material or invocation record without a live key".into(),
+                ));
+            }
         }
     }
     Ok(out)

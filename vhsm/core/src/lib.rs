@@ -25,6 +25,7 @@ mod codec;
 mod cryptoops;
 mod envelope;
 mod header;
+mod invocations;
 mod keyops;
 mod keyring;
 mod keys;
@@ -43,6 +44,7 @@ pub use crate::crypto::KdfParams;
 pub use cryptoops::{METADATA_FORMAT, METADATA_LEN};
 pub use env::{Clock, OsRandom, RandomSource, SystemClock};
 pub use error::{Error, Reason};
+pub use invocations::{GcmLimits, InvocationUse, Readiness, Reservation, GCM_RANDOM_IV_LIMIT};
 pub use keyops::MAX_DELETION_WAITING_DAYS;
 pub use secrecy::SecretString;
 pub use storage::{

@@ -84,7 +84,8 @@ impl Vhsm {
             .filter_map(|(_, k)| keys::id_of_storage_key(k))
             .collect();
         for id in ids {
-            match keys::load_one(&*self.storage, &unsealed.keyring, &id)? {
+            let previous = self.cached(&id).ok();
+            match keys::load_one(&*self.storage, &unsealed.keyring, &id, previous.as_deref())? {
                 Some(cached) => self.put_hot(cached),
                 None => self.remove_hot(&id),
             }

@@ -398,6 +398,12 @@ pub struct Options {
     /// TEST-ONLY fault injection: when true the power-on self-tests run with a corrupted
     /// primitive, so they fail and the store refuses to unseal. Never set in production.
     pub inject_selftest_failure: bool,
+    /// AES-GCM invocation limit per key version and reservation block size.
+    pub gcm: crate::invocations::GcmLimits,
+    /// An encrypt that finds nothing reserved reserves a block itself, on the caller's thread
+    /// (a storage write). True for library use; vhsmd turns it off and reserves ahead from its
+    /// dispatcher, because its encrypts run on async workers that must not wait for a write.
+    pub gcm_reserve_inline: bool,
 }
 
 impl Default for Options {
@@ -410,6 +416,8 @@ impl Default for Options {
             min_deletion_waiting_days: 7,
             import_key_ttl_ms: 3_600_000,
             inject_selftest_failure: false,
+            gcm: crate::invocations::GcmLimits::default(),
+            gcm_reserve_inline: true,
         }
     }
 }

@@ -139,8 +139,10 @@ fn deleted_records_are_corruption() {
         s.raw_delete(tree, &key);
         let r = v.unseal_with_passphrase(&pw(PASS), "admin");
         // Deleting a whole key record removes that key (only detectable by the audit trail);
+        // deleting an AES-GCM invocation record under-counts, like replaying an older copy of
+        // it or restoring an older backup (no per-record freshness; docs/threat-model.md);
         // everything else must be caught.
-        if tree == Tree::Keys && key.starts_with(b"key/") {
+        if tree == Tree::Keys && (key.starts_with(b"key/") || key.starts_with(b"use/")) {
             if r.is_ok() {
                 v.seal("admin").unwrap();
             }
