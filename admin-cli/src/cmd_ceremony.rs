@@ -689,6 +689,8 @@ mod tests {
             audit_head_seq: 7,
             audit_head_hash: "ff".into(),
             restore_pending: false,
+            rekey_staging_id: String::new(),
+            rekey_staging_expires_at_ms: 0,
         };
         let t = render_status(&s);
         assert!(t.contains("sealed"), "{t}");

@@ -30,6 +30,12 @@ struct State {
     keys: BTreeMap<String, KeyInfo>,
     audit: Vec<String>,
     last_rekey: Option<RekeyRequest>,
+    /// A staged rekey: (staging id, the configuration it would put in force, its shares).
+    rekey_staged: Option<(String, Box<State>, Vec<EncryptedShare>)>,
+    last_commit: Option<RekeyCommitRequest>,
+    /// Answer RekeyCommit with UNAVAILABLE (a lost response / dropped connection).
+    fail_commit: bool,
+    stagings: u32,
     staged: Option<Vec<u8>>,
     members: Vec<ClusterMember>,
 }
@@ -107,6 +113,19 @@ impl Fake {
             shares,
             audit_key_fingerprint: "3f2a:09bc".into(),
         })
+    }
+}
+
+impl State {
+    /// The unseal configuration part of a state (what a rekey changes).
+    fn clone_config(&self) -> State {
+        State {
+            mode: self.mode.clone(),
+            threshold: self.threshold,
+            passphrase: self.passphrase.clone(),
+            custodians: self.custodians.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -195,6 +214,16 @@ impl Admin for Fake {
             audit_head_seq: s.audit.len() as u64,
             audit_head_hash: String::new(),
             restore_pending: s.staged.is_some(),
+            rekey_staging_id: s
+                .rekey_staged
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+            rekey_staging_expires_at_ms: if s.rekey_staged.is_some() {
+                1_700_000_900_000
+            } else {
+                0
+            },
         }))
     }
     async fn init(&self, r: Request<InitRequest>) -> R<InitResponse> {
@@ -270,6 +299,96 @@ impl Admin for Fake {
         let out = Self::init_store(&mut s, r.new_config)?;
         s.seal = SealState::Unsealed as i32;
         Ok(Response::new(out))
+    }
+    async fn rekey_stage(&self, r: Request<RekeyRequest>) -> R<RekeyStageResponse> {
+        self.unsealed()?;
+        let r = r.into_inner();
+        let mut s = self.st.lock().unwrap();
+        s.last_rekey = Some(r.clone());
+        s.stagings += 1;
+        // The new configuration is made on a scratch copy: nothing changes until the commit.
+        let mut next = State {
+            audit: s.audit.clone(),
+            ..Default::default()
+        };
+        next.audit.push(format!("staging {}", s.stagings));
+        let out = Self::init_store(&mut next, r.new_config)?;
+        let id = format!("5eed{:04}", s.stagings);
+        self.log(&mut s, "rekey.staged");
+        s.rekey_staged = Some((
+            id.clone(),
+            Box::new(next.clone_config()),
+            out.shares.clone(),
+        ));
+        Ok(Response::new(RekeyStageResponse {
+            store_id: out.store_id,
+            shares: out.shares,
+            audit_key_fingerprint: out.audit_key_fingerprint,
+            staging_id: id,
+            expires_at_ms: 1_700_000_900_000,
+            unseal_mode: next.mode.clone(),
+            threshold: next.threshold,
+            share_count: next.custodians.len().max(1) as u32,
+        }))
+    }
+    async fn rekey_commit(&self, r: Request<RekeyCommitRequest>) -> R<RekeyCommitResponse> {
+        self.unsealed()?;
+        let r = r.into_inner();
+        let mut s = self.st.lock().unwrap();
+        s.last_commit = Some(r.clone());
+        if s.fail_commit {
+            return Err(Status::unavailable("connection reset"));
+        }
+        let Some((id, next, shares)) = s.rekey_staged.take() else {
+            return Err(reason(Code::FailedPrecondition, Reason::RekeyNotStaged, 0));
+        };
+        let proven = if id != r.staging_id {
+            Err(reason(Code::FailedPrecondition, Reason::RekeyNotStaged, 0))
+        } else if next.mode == "passphrase" {
+            if r.new_passphrase == next.passphrase {
+                Ok(())
+            } else {
+                Err(reason(Code::Unauthenticated, Reason::UnsealRejected, 0))
+            }
+        } else if (r.shares.len() as u32) < next.threshold {
+            Err(reason(Code::InvalidArgument, Reason::InvalidArgument, 0))
+        } else if r.shares.iter().all(|sub| {
+            shares
+                .iter()
+                .zip(&next.custodians)
+                .any(|(sh, pass)| sh.share == sub.share && *pass == sub.passphrase)
+        }) {
+            Ok(())
+        } else {
+            Err(reason(Code::Unauthenticated, Reason::UnsealRejected, 0))
+        };
+        if let Err(e) = proven {
+            s.rekey_staged = Some((id, next, shares));
+            return Err(e);
+        }
+        s.mode = next.mode.clone();
+        s.threshold = next.threshold;
+        s.passphrase = next.passphrase.clone();
+        s.custodians = next.custodians.clone();
+        self.log(&mut s, "rekey.committed");
+        Ok(Response::new(RekeyCommitResponse {
+            store_id: "0123abcd".into(),
+            epoch: 1,
+            unseal_mode: s.mode.clone(),
+            threshold: s.threshold,
+            share_count: s.custodians.len().max(1) as u32,
+        }))
+    }
+    async fn rekey_abort(&self, r: Request<RekeyAbortRequest>) -> R<RekeyAbortResponse> {
+        let mut s = self.st.lock().unwrap();
+        match &s.rekey_staged {
+            Some((id, _, _)) if *id == r.get_ref().staging_id => {
+                s.rekey_staged = None;
+                self.log(&mut s, "rekey.aborted");
+                Ok(Response::new(RekeyAbortResponse {}))
+            }
+            _ => Err(reason(Code::FailedPrecondition, Reason::RekeyNotStaged, 0)),
+        }
     }
     async fn create_key(&self, r: Request<CreateKeyRequest>) -> R<KeyResponse> {
         self.unsealed()?;
@@ -638,7 +757,6 @@ fn quorum_ceremony_init_unseal_seal_rekey() {
     assert_eq!(n.json(&["status"], "")["seal_state"], "unsealed");
     n.ok(&["seal", "--yes"], "");
     assert_eq!(n.json(&["status"], "")["seal_state"], "sealed");
-
     // Rekey with two old shares to passphrase mode: old share passphrases, then new twice.
     let r = n.run(
         &[
