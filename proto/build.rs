@@ -6,6 +6,7 @@ const SECRET_MESSAGES: &[&str] = &[
     "SharesMode",
     "UnsealRequest",
     "RekeyRequest",
+    "RekeyCommitRequest",
     "ShareSubmission",
     "EncryptedShare",
     "NewImportKeyResponse",

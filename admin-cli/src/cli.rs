@@ -133,16 +133,25 @@ all crypto requests fail until custodians unseal again. The action is audited. A
 confirmation unless --yes.")]
     Seal(SealArgs),
 
-    /// Change the passphrase or the custodian set / threshold. Old shares stop working.
+    /// Change the passphrase or the custodian set / threshold (staged, proven, then committed).
     #[command(
         long_about = "Rekey: change the unseal passphrase, or the custodians and threshold.\n\n\
 Authorization: the old passphrase (--old-passphrase asks for it) or a quorum of old shares \
 (--old-share FILE, repeated; each custodian types their passphrase in turn).\n\n\
 New configuration as for init: --new-passphrase (asked twice) or --shares N --threshold M \
 --share-dir DIR (each new custodian types a new passphrase). Stored keys are not re-encrypted; \
-only the root key is rewrapped. Old shares and the old passphrase stop working.",
-        group(ArgGroup::new("auth").required(true).args(["old_passphrase", "old_share"])),
-        group(ArgGroup::new("new").required(true).args(["new_passphrase", "shares"]))
+only the root key is rewrapped.\n\n\
+Two phases, one command: the appliance STAGES the new configuration (the old passphrase / shares \
+keep working), the tool writes and fsyncs the new share files, reads back M of them and COMMITS \
+with them and their custodians' passphrases (or with the new passphrase). Only then do the old \
+shares and the old passphrase stop working. If the run fails before the commit, the old \
+configuration still works and the staging expires (default 15 minutes).\n\n\
+Interrupted after the files were written? Finish with `rekey --commit STAGING_ID --share FILE` \
+(repeat for at least M new share files; each custodian types their passphrase) or \
+`rekey --commit STAGING_ID --new-passphrase`. `rekey --abort STAGING_ID` discards a staging. \
+The staging id is printed when staging and shown by `status`.",
+        group(ArgGroup::new("auth").required(true).args(["old_passphrase", "old_share", "commit", "abort"])),
+        group(ArgGroup::new("new").required(true).args(["new_passphrase", "shares", "share", "abort"]))
     )]
     Rekey(RekeyArgs),
 
@@ -323,6 +332,16 @@ pub struct RekeyArgs {
     /// New configuration: directory for the new share files.
     #[arg(long, value_name = "DIR", requires = "shares")]
     pub share_dir: Option<PathBuf>,
+    /// Finish an interrupted rekey: commit the staging STAGING_ID with the new share files
+    /// (--share, repeated) or the new passphrase (--new-passphrase).
+    #[arg(long, value_name = "STAGING_ID", conflicts_with = "shares")]
+    pub commit: Option<String>,
+    /// With --commit: a NEW share file (repeat for at least M); each custodian's passphrase is asked.
+    #[arg(long, value_name = "FILE", requires = "commit", conflicts_with_all = ["old_passphrase", "old_share"])]
+    pub share: Vec<PathBuf>,
+    /// Discard the staged rekey STAGING_ID; the current configuration is unchanged.
+    #[arg(long, value_name = "STAGING_ID")]
+    pub abort: Option<String>,
 }
 
 /// `key ...`
@@ -669,6 +688,39 @@ mod tests {
             "d"
         ])
         .is_ok());
+    }
+
+    #[test]
+    fn rekey_commit_and_abort_forms() {
+        let ok = |args: &[&str]| {
+            let mut v = vec!["vhsm-admin", "rekey"];
+            v.extend_from_slice(args);
+            Cli::try_parse_from(v).is_ok()
+        };
+        assert!(ok(&["--commit", "ab", "--share", "a", "--share", "b"]));
+        assert!(ok(&["--commit", "ab", "--new-passphrase"]));
+        assert!(ok(&["--abort", "ab"]));
+        assert!(!ok(&["--commit", "ab"]));
+        assert!(!ok(&[
+            "--commit",
+            "ab",
+            "--old-passphrase",
+            "--new-passphrase"
+        ]));
+        assert!(!ok(&[
+            "--commit",
+            "ab",
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--share-dir",
+            "d"
+        ]));
+        assert!(!ok(&["--old-passphrase", "--share", "a"]));
+        assert!(!ok(&["--abort", "ab", "--new-passphrase"]));
+        assert!(!ok(&["--abort", "ab", "--old-passphrase"]));
+        assert!(!ok(&["--abort", "ab", "--commit", "ab"]));
     }
 
     #[test]

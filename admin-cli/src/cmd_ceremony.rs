@@ -1,4 +1,5 @@
-//! Ceremonies: `status`, `init`, `unseal`, `seal`, `rekey` (and the unseal walk-through reused by restore/clone).
+//! Ceremonies: `status`, `init`, `unseal`, `seal` (and the unseal walk-through reused by restore/clone).
+//! `rekey` lives in `cmd_rekey.rs`; it shares [`NewConfig`] and the share-file writer.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -7,12 +8,12 @@ use serde::Serialize;
 use tonic::transport::Channel;
 use vhsm_proto::v1::admin_client::AdminClient;
 use vhsm_proto::v1::{
-    init_request, InitRequest, InitResponse, PassphraseMode, RekeyRequest, ResetUnsealRequest,
-    SealRequest, SealState, ShareSubmission, SharesMode, StatusRequest, StatusResponse,
-    UnsealRequest, UnsealResponse,
+    init_request, EncryptedShare, InitRequest, InitResponse, PassphraseMode, ResetUnsealRequest,
+    SealRequest, SealState, SharesMode, StatusRequest, StatusResponse, UnsealRequest,
+    UnsealResponse,
 };
 
-use crate::cli::{InitArgs, RekeyArgs, SealArgs, UnsealArgs};
+use crate::cli::{InitArgs, SealArgs, UnsealArgs};
 use crate::errors::{CliError, CliResult, ExitKind};
 use crate::files::{self, PRIVATE_FILE};
 use crate::output::{self, OutputFormat};
@@ -45,6 +46,8 @@ struct StatusJson<'a> {
     audit_head_seq: u64,
     audit_head_hash: &'a str,
     restore_pending: bool,
+    rekey_staging_id: &'a str,
+    rekey_staging_expires_at_ms: u64,
 }
 
 /// Fetches the status.
@@ -91,6 +94,18 @@ pub fn render_status(s: &StatusResponse) -> String {
             },
         ),
         ("restore pending", yes_no(s.restore_pending)),
+        (
+            "rekey staged",
+            if s.rekey_staging_id.is_empty() {
+                "-".into()
+            } else {
+                format!(
+                    "{} (expires {})",
+                    s.rekey_staging_id,
+                    output::time_ms(s.rekey_staging_expires_at_ms)
+                )
+            },
+        ),
     ])
 }
 
@@ -125,6 +140,8 @@ pub async fn status(ctx: &Ctx) -> CliResult<()> {
         audit_head_seq: s.audit_head_seq,
         audit_head_hash: &s.audit_head_hash,
         restore_pending: s.restore_pending,
+        rekey_staging_id: &s.rekey_staging_id,
+        rekey_staging_expires_at_ms: s.rekey_staging_expires_at_ms,
     };
     output::emit(ctx.format, &json, || render_status(&s))
 }
@@ -229,11 +246,51 @@ impl NewConfig {
     }
 }
 
-#[derive(Serialize)]
-struct ShareJson {
+/// One share file written, as printed in `-o json`.
+#[derive(Debug, Serialize)]
+pub struct ShareJson {
     index: u32,
     file: String,
     fingerprint: String,
+}
+
+impl ShareJson {
+    /// The custodian index, the file written and the share's fingerprint.
+    pub fn parts(&self) -> (u32, &str, &str) {
+        (self.index, &self.file, &self.fingerprint)
+    }
+}
+
+/// Writes the share files of `shares` (quorum mode; nothing in passphrase mode), each 0o600
+/// and fsync'd. Keeps writing the others when one fails, then returns the first error.
+pub fn write_share_files(cfg: &NewConfig, shares: &[EncryptedShare]) -> CliResult<Vec<ShareJson>> {
+    let mut written = Vec::new();
+    let NewConfig::Shares { count, dir, .. } = cfg else {
+        return Ok(written);
+    };
+    if shares.len() != *count as usize {
+        return Err(CliError::usage(format!(
+            "vhsmd returned {} shares, expected {count}",
+            shares.len()
+        )));
+    }
+    let mut first_err = None;
+    for s in shares {
+        let path = NewConfig::share_path(dir, s.index, *count);
+        if let Err(e) = files::write_file(&path, &s.share, PRIVATE_FILE, false) {
+            first_err.get_or_insert(e);
+            continue;
+        }
+        written.push(ShareJson {
+            index: s.index,
+            file: path.display().to_string(),
+            fingerprint: s.fingerprint.clone(),
+        });
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(written),
+    }
 }
 
 #[derive(Serialize)]
@@ -250,33 +307,13 @@ fn deliver(
     format: OutputFormat,
     what: &str,
 ) -> CliResult<()> {
-    let mut shares = Vec::new();
-    if let NewConfig::Shares { count, dir, .. } = cfg {
-        if resp.shares.len() != *count as usize {
-            return Err(CliError::usage(format!(
-                "vhsmd returned {} shares, expected {count}",
-                resp.shares.len()
-            )));
-        }
-        let mut first_err = None;
-        for s in &resp.shares {
-            let path = NewConfig::share_path(dir, s.index, *count);
-            // Keep writing the other shares even if one fails, then report.
-            if let Err(e) = files::write_file(&path, &s.share, PRIVATE_FILE, false) {
-                first_err.get_or_insert(e);
-                continue;
-            }
-            shares.push(ShareJson {
-                index: s.index,
-                file: path.display().to_string(),
-                fingerprint: s.fingerprint.clone(),
-            });
-        }
-        if let Some(e) = first_err {
-            return Err(e.with_hint(
-                "the store is initialized but a share file could not be written: run `rekey` with the shares that were written",
-            ));
-        }
+    let shares = write_share_files(cfg, &resp.shares).map_err(|e| {
+        e.with_hint(
+            "the store is initialized but a share file could not be written: run `rekey` with the shares that were written",
+        )
+    })?;
+    if let NewConfig::Shares { dir, .. } = cfg {
+        files::sync_dir(dir)?;
     }
     let json = InitJson {
         store_id: resp.store_id.clone(),
@@ -487,52 +524,6 @@ pub async fn seal(ctx: &Ctx, args: &SealArgs) -> CliResult<()> {
     output::emit(ctx.format, &j, || "SEALED\n".to_string())
 }
 
-/// Runs `rekey`.
-pub async fn rekey(ctx: &Ctx, args: &RekeyArgs) -> CliResult<()> {
-    let cfg = NewConfig::from_flags(
-        args.new_passphrase,
-        args.shares,
-        args.threshold,
-        args.share_dir.as_deref(),
-    )?;
-    let has_old_shares = !args.old_share.is_empty();
-    if args.old_passphrase == has_old_shares {
-        return Err(CliError::usage(
-            "authorize with either --old-passphrase or --old-share FILE (repeated)",
-        ));
-    }
-    cfg.preflight()?;
-    let mut old = Vec::with_capacity(args.old_share.len());
-    for path in &args.old_share {
-        old.push((path, zeroize::Zeroizing::new(files::read_file(path)?)));
-    }
-    let mut c = ctx.target.admin().await?;
-    let mut input = PassphraseReader::open(ctx.passphrase_fd)?;
-    let mut req = RekeyRequest::default();
-    if args.old_passphrase {
-        req.old_passphrase = to_wire(&input.existing("Current (old) passphrase: ")?);
-    }
-    for (path, share) in old {
-        let p = input.existing(&format!(
-            "Passphrase of the custodian of old share {}: ",
-            path.display()
-        ))?;
-        req.old_shares.push(ShareSubmission {
-            share: share.to_vec(),
-            passphrase: to_wire(&p),
-        });
-    }
-    req.new_config = Some(cfg.collect(&mut input)?);
-    let resp = c
-        .rekey(req)
-        .await
-        .map_err(|s| CliError::from_status("rekey", &s))?
-        .into_inner();
-    deliver(&cfg, &resp, ctx.format, "REKEYED")?;
-    eprintln!("The old passphrase / old shares no longer work; destroy the old share files.");
-    Ok(())
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -689,9 +680,12 @@ mod tests {
             audit_head_seq: 7,
             audit_head_hash: "ff".into(),
             restore_pending: false,
+            rekey_staging_id: "5eed".into(),
+            rekey_staging_expires_at_ms: 1_700_000_000_000,
         };
         let t = render_status(&s);
         assert!(t.contains("sealed"), "{t}");
+        assert!(t.contains("5eed (expires 2023-11-14T22:13:20.000Z)"), "{t}");
         assert!(t.contains("1 of 2"), "{t}");
         assert!(t.contains("7 ff"), "{t}");
         assert_eq!(seal_state_name(99), "unknown");

@@ -162,6 +162,14 @@ fn classify(reason: Reason, code: tonic::Code, retry_ms: u64) -> (ExitKind, Opti
             Some("the share file is corrupt, already submitted, or belongs to another store".into()),
         ),
         Reason::RateLimited => (ExitKind::Rejected, retry("too many attempts")),
+        Reason::RekeyNotStaged => (
+            ExitKind::InvalidState,
+            Some("no rekey is staged under that id (replaced, committed, aborted or never staged); the configuration in force is unchanged: see `vhsm-admin status`".into()),
+        ),
+        Reason::RekeyExpired => (
+            ExitKind::InvalidState,
+            Some("the staged rekey expired and was discarded; the OLD passphrase / shares still work: run `vhsm-admin rekey` again".into()),
+        ),
         Reason::PermissionDenied => (
             ExitKind::PermissionDenied,
             Some("this client certificate does not grant the role the call needs (admin certificate: admin.crt)".into()),
@@ -309,6 +317,8 @@ mod tests {
             (Code::Internal, Reason::SelfTestFailed, 8),
             (Code::InvalidArgument, Reason::InvalidBackup, 8),
             (Code::Internal, Reason::Internal, 1),
+            (Code::FailedPrecondition, Reason::RekeyNotStaged, 7),
+            (Code::FailedPrecondition, Reason::RekeyExpired, 7),
         ];
         for (code, reason, want) in table {
             assert_eq!(exit_of(code, reason), want, "{reason:?}");

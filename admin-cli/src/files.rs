@@ -91,6 +91,14 @@ fn temp_sibling(path: &Path) -> CliResult<PathBuf> {
     Ok(path.with_file_name(format!(".{name}.tmp-{}", hex::encode(rnd))))
 }
 
+/// Flushes a directory's entries to disk (after creating files in it), so the new names survive
+/// a crash as well as their contents.
+pub fn sync_dir(dir: &Path) -> CliResult<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CliError::io("sync directory", dir, &e))
+}
+
 /// Reads a whole file, naming it in the error.
 pub fn read_file(path: &Path) -> CliResult<Vec<u8>> {
     fs::read(path).map_err(|e| CliError::io("read", path, &e))

@@ -8,6 +8,7 @@ pub mod cmd_ceremony;
 pub mod cmd_cluster;
 pub mod cmd_key;
 pub mod cmd_pki;
+pub mod cmd_rekey;
 pub mod cmd_xks;
 pub mod connect;
 pub mod errors;
@@ -55,7 +56,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Init(a) => cmd_ceremony::init(&ctx, a).await,
         Command::Unseal(a) => cmd_ceremony::unseal(&ctx, a).await,
         Command::Seal(a) => cmd_ceremony::seal(&ctx, a).await,
-        Command::Rekey(a) => cmd_ceremony::rekey(&ctx, a).await,
+        Command::Rekey(a) => cmd_rekey::rekey(&ctx, a).await,
         Command::Key(k) => cmd_key::run(&ctx, k).await,
         Command::Backup(b) => cmd_backup::run(&ctx, b).await,
         Command::Clone(a) => cmd_backup::clone(&ctx, a).await,

@@ -30,6 +30,12 @@ struct State {
     keys: BTreeMap<String, KeyInfo>,
     audit: Vec<String>,
     last_rekey: Option<RekeyRequest>,
+    /// A staged rekey: (staging id, the configuration it would put in force, its shares).
+    rekey_staged: Option<(String, Box<State>, Vec<EncryptedShare>)>,
+    last_commit: Option<RekeyCommitRequest>,
+    /// Answer RekeyCommit with UNAVAILABLE (a lost response / dropped connection).
+    fail_commit: bool,
+    stagings: u32,
     staged: Option<Vec<u8>>,
     members: Vec<ClusterMember>,
 }
@@ -107,6 +113,19 @@ impl Fake {
             shares,
             audit_key_fingerprint: "3f2a:09bc".into(),
         })
+    }
+}
+
+impl State {
+    /// The unseal configuration part of a state (what a rekey changes).
+    fn clone_config(&self) -> State {
+        State {
+            mode: self.mode.clone(),
+            threshold: self.threshold,
+            passphrase: self.passphrase.clone(),
+            custodians: self.custodians.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -195,6 +214,16 @@ impl Admin for Fake {
             audit_head_seq: s.audit.len() as u64,
             audit_head_hash: String::new(),
             restore_pending: s.staged.is_some(),
+            rekey_staging_id: s
+                .rekey_staged
+                .as_ref()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+            rekey_staging_expires_at_ms: if s.rekey_staged.is_some() {
+                1_700_000_900_000
+            } else {
+                0
+            },
         }))
     }
     async fn init(&self, r: Request<InitRequest>) -> R<InitResponse> {
@@ -270,6 +299,96 @@ impl Admin for Fake {
         let out = Self::init_store(&mut s, r.new_config)?;
         s.seal = SealState::Unsealed as i32;
         Ok(Response::new(out))
+    }
+    async fn rekey_stage(&self, r: Request<RekeyRequest>) -> R<RekeyStageResponse> {
+        self.unsealed()?;
+        let r = r.into_inner();
+        let mut s = self.st.lock().unwrap();
+        s.last_rekey = Some(r.clone());
+        s.stagings += 1;
+        // The new configuration is made on a scratch copy: nothing changes until the commit.
+        let mut next = State {
+            audit: s.audit.clone(),
+            ..Default::default()
+        };
+        next.audit.push(format!("staging {}", s.stagings));
+        let out = Self::init_store(&mut next, r.new_config)?;
+        let id = format!("5eed{:04}", s.stagings);
+        self.log(&mut s, "rekey.staged");
+        s.rekey_staged = Some((
+            id.clone(),
+            Box::new(next.clone_config()),
+            out.shares.clone(),
+        ));
+        Ok(Response::new(RekeyStageResponse {
+            store_id: out.store_id,
+            shares: out.shares,
+            audit_key_fingerprint: out.audit_key_fingerprint,
+            staging_id: id,
+            expires_at_ms: 1_700_000_900_000,
+            unseal_mode: next.mode.clone(),
+            threshold: next.threshold,
+            share_count: next.custodians.len().max(1) as u32,
+        }))
+    }
+    async fn rekey_commit(&self, r: Request<RekeyCommitRequest>) -> R<RekeyCommitResponse> {
+        self.unsealed()?;
+        let r = r.into_inner();
+        let mut s = self.st.lock().unwrap();
+        s.last_commit = Some(r.clone());
+        if s.fail_commit {
+            return Err(Status::unavailable("connection reset"));
+        }
+        let Some((id, next, shares)) = s.rekey_staged.take() else {
+            return Err(reason(Code::FailedPrecondition, Reason::RekeyNotStaged, 0));
+        };
+        let proven = if id != r.staging_id {
+            Err(reason(Code::FailedPrecondition, Reason::RekeyNotStaged, 0))
+        } else if next.mode == "passphrase" {
+            if r.new_passphrase == next.passphrase {
+                Ok(())
+            } else {
+                Err(reason(Code::Unauthenticated, Reason::UnsealRejected, 0))
+            }
+        } else if (r.shares.len() as u32) < next.threshold {
+            Err(reason(Code::InvalidArgument, Reason::InvalidArgument, 0))
+        } else if r.shares.iter().all(|sub| {
+            shares
+                .iter()
+                .zip(&next.custodians)
+                .any(|(sh, pass)| sh.share == sub.share && *pass == sub.passphrase)
+        }) {
+            Ok(())
+        } else {
+            Err(reason(Code::Unauthenticated, Reason::UnsealRejected, 0))
+        };
+        if let Err(e) = proven {
+            s.rekey_staged = Some((id, next, shares));
+            return Err(e);
+        }
+        s.mode = next.mode.clone();
+        s.threshold = next.threshold;
+        s.passphrase = next.passphrase.clone();
+        s.custodians = next.custodians.clone();
+        self.log(&mut s, "rekey.committed");
+        Ok(Response::new(RekeyCommitResponse {
+            store_id: "0123abcd".into(),
+            epoch: 1,
+            unseal_mode: s.mode.clone(),
+            threshold: s.threshold,
+            share_count: s.custodians.len().max(1) as u32,
+        }))
+    }
+    async fn rekey_abort(&self, r: Request<RekeyAbortRequest>) -> R<RekeyAbortResponse> {
+        let mut s = self.st.lock().unwrap();
+        match &s.rekey_staged {
+            Some((id, _, _)) if *id == r.get_ref().staging_id => {
+                s.rekey_staged = None;
+                self.log(&mut s, "rekey.aborted");
+                Ok(Response::new(RekeyAbortResponse {}))
+            }
+            _ => Err(reason(Code::FailedPrecondition, Reason::RekeyNotStaged, 0)),
+        }
     }
     async fn create_key(&self, r: Request<CreateKeyRequest>) -> R<KeyResponse> {
         self.unsealed()?;
@@ -638,6 +757,23 @@ fn quorum_ceremony_init_unseal_seal_rekey() {
     assert_eq!(n.json(&["status"], "")["seal_state"], "unsealed");
     n.ok(&["seal", "--yes"], "");
     assert_eq!(n.json(&["status"], "")["seal_state"], "sealed");
+    // Rekey needs an unsealed store.
+    let r = n.run(
+        &[
+            "rekey",
+            "--old-share",
+            &share(1),
+            "--old-share",
+            &share(3),
+            "--new-passphrase",
+        ],
+        &lines(&[C[0], C[2], "brand new passphrase", "brand new passphrase"]),
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    n.ok(
+        &["unseal", "--share", &share(1), "--share", &share(2)],
+        &lines(&[C[0], C[1]]),
+    );
 
     // Rekey with two old shares to passphrase mode: old share passphrases, then new twice.
     let r = n.run(
@@ -661,6 +797,12 @@ fn quorum_ceremony_init_unseal_seal_rekey() {
         init_request::Mode::Passphrase(p) => assert_eq!(p.passphrase, "brand new passphrase"),
         other => panic!("{other:?}"),
     }
+    // The commit proved the new passphrase (reused from this run, not asked again).
+    let commit = n.fake.st.lock().unwrap().last_commit.clone().unwrap();
+    assert_eq!(commit.new_passphrase, "brand new passphrase");
+    assert!(commit.shares.is_empty());
+    assert_eq!(n.fake.st.lock().unwrap().mode, "passphrase");
+    assert!(r.stderr.contains("committed"), "{}", r.stderr);
     // Mismatched confirmation: refused locally.
     assert_eq!(
         n.code(
@@ -919,4 +1061,170 @@ fn cluster_status_add_and_remove_nodes() {
         n.code(&["cluster", "add-node", "--address", "10.0.0.4:7443"], ""),
         1
     );
+}
+
+#[test]
+fn rekey_stages_writes_proves_and_commits() {
+    let n = start();
+    let pass = "the appliance passphrase";
+    n.ok(&["init", "--passphrase"], &lines(&[pass, pass]));
+    n.ok(&["unseal"], &lines(&[pass]));
+    let dir = n.dir.join("new-shares");
+    let d = dir.to_str().unwrap();
+    let args = [
+        "rekey",
+        "--old-passphrase",
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--share-dir",
+        d,
+    ];
+    let r = n.run(
+        &[&args[..], &["-o", "json"]].concat(),
+        &lines(&[pass, C[0], C[1], C[2]]),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for step in [
+        "staged rekey 5eed0001",
+        "writing 3 share files",
+        "proving possession of 2",
+        "committed",
+    ] {
+        assert!(r.stderr.contains(step), "{step}: {}", r.stderr);
+    }
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    // The one-shot output's fields are all still there, plus the staging and commit.
+    assert_eq!(v["store_id"], "0123abcd");
+    assert_eq!(v["audit_key_fingerprint"], "3f2a:09bc");
+    assert_eq!(v["shares"].as_array().unwrap().len(), 3);
+    assert_eq!(v["shares"][1]["fingerprint"], "fp2");
+    assert_eq!(v["staging_id"], "5eed0001");
+    assert_eq!(v["committed"], true);
+    assert_eq!(
+        (v["threshold"].as_u64(), v["share_count"].as_u64()),
+        (Some(2), Some(3))
+    );
+    // The commit carried 2 of the files as read back from disk, with their custodians' passphrases.
+    let commit = n.fake.st.lock().unwrap().last_commit.clone().unwrap();
+    assert_eq!(commit.staging_id, "5eed0001");
+    assert_eq!(commit.shares.len(), 2);
+    for (k, sub) in commit.shares.iter().enumerate() {
+        let f = dir.join(format!("share-{}-of-3.vhsmshare", k + 1));
+        assert_eq!(mode(&f), 0o600);
+        assert_eq!(std::fs::read(&f).unwrap(), sub.share);
+        assert_eq!(sub.passphrase, C[k]);
+    }
+    assert_eq!(n.fake.st.lock().unwrap().mode, "shares");
+    let new_share = |k: u32| {
+        dir.join(format!("share-{k}-of-3.vhsmshare"))
+            .display()
+            .to_string()
+    };
+
+    // A lost commit response: the CLI says the OLD configuration still works and how to finish.
+    n.fake.st.lock().unwrap().fail_commit = true;
+    let third = n.dir.join("third");
+    let t = third.to_str().unwrap();
+    let r = n.run(
+        &[
+            "rekey",
+            "--old-share",
+            &new_share(1),
+            "--old-share",
+            &new_share(3),
+            "--shares",
+            "2",
+            "--threshold",
+            "2",
+            "--share-dir",
+            t,
+        ],
+        &lines(&[C[0], C[2], "final custodian 1", "final custodian 2"]),
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("OLD passphrase / shares still work"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("rekey --commit 5eed0002"), "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "{}", r.stdout);
+    assert_eq!(n.fake.st.lock().unwrap().threshold, 2);
+    assert_eq!(n.fake.st.lock().unwrap().custodians, C.to_vec());
+    let st = n.json(&["status"], "");
+    assert_eq!(st["rekey_staging_id"], "5eed0002");
+    n.fake.st.lock().unwrap().fail_commit = false;
+
+    // A wrong staging id: exit 7, nothing changes.
+    let f1 = third.join("share-1-of-2.vhsmshare").display().to_string();
+    let f2 = third.join("share-2-of-2.vhsmshare").display().to_string();
+    let r = n.run(
+        &[
+            "rekey", "--commit", "5eed9999", "--share", &f1, "--share", &f2,
+        ],
+        &lines(&["final custodian 1", "final custodian 2"]),
+    );
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("OLD passphrase / shares still work"),
+        "{}",
+        r.stderr
+    );
+    // Too few shares: refused by the appliance.
+    assert_ne!(
+        n.code(
+            &["rekey", "--commit", "5eed0002", "--share", &f1],
+            &lines(&["final custodian 1"])
+        ),
+        0
+    );
+    assert_eq!(n.fake.st.lock().unwrap().custodians, C.to_vec());
+    // The custodians finish the interrupted rekey with the files that were written.
+    let v = n.json(
+        &[
+            "rekey", "--commit", "5eed0002", "--share", &f2, "--share", &f1,
+        ],
+        &lines(&["final custodian 2", "final custodian 1"]),
+    );
+    assert_eq!(v["committed"], true);
+    assert_eq!(v["staging_id"], "5eed0002");
+    assert_eq!(v["share_count"], 2);
+    assert_eq!(
+        n.fake.st.lock().unwrap().custodians,
+        vec!["final custodian 1", "final custodian 2"]
+    );
+
+    // Passphrase mode through --commit and an abort.
+    n.fake.st.lock().unwrap().fail_commit = true;
+    let r = n.run(
+        &[
+            "rekey",
+            "--old-share",
+            &f1,
+            "--old-share",
+            &f2,
+            "--new-passphrase",
+        ],
+        &lines(&[
+            "final custodian 1",
+            "final custodian 2",
+            "yet another passphrase",
+            "yet another passphrase",
+        ]),
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    n.fake.st.lock().unwrap().fail_commit = false;
+    assert_eq!(
+        n.code(
+            &["rekey", "--commit", "5eed0003", "--new-passphrase"],
+            &lines(&["not it at all"])
+        ),
+        4
+    );
+    n.ok(&["rekey", "--abort", "5eed0003"], "");
+    assert!(n.fake.st.lock().unwrap().rekey_staged.is_none());
+    assert_eq!(n.code(&["rekey", "--abort", "5eed0003"], ""), 7);
+    assert_eq!(n.fake.st.lock().unwrap().mode, "shares");
 }

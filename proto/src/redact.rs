@@ -52,6 +52,16 @@ impl fmt::Debug for RekeyRequest {
     }
 }
 
+impl fmt::Debug for RekeyCommitRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RekeyCommitRequest")
+            .field("staging_id", &self.staging_id)
+            .field("new_passphrase", &Redacted(self.new_passphrase.len()))
+            .field("shares", &self.shares)
+            .finish()
+    }
+}
+
 impl fmt::Debug for ShareSubmission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShareSubmission")
@@ -203,6 +213,31 @@ mod tests {
                     passphrase: SECRET.into()
                 }],
                 new_config: Some(init.clone()),
+            }
+        ));
+        let commit = format!(
+            "{:?}",
+            RekeyCommitRequest {
+                staging_id: "5eed".into(),
+                new_passphrase: SECRET.into(),
+                shares: vec![ShareSubmission {
+                    share: bytes.clone(),
+                    passphrase: SECRET.into()
+                }],
+            }
+        );
+        assert_hidden(commit.clone());
+        assert!(commit.contains("5eed"), "{commit}");
+        assert_hidden(format!(
+            "{:?}",
+            RekeyStageResponse {
+                shares: vec![EncryptedShare {
+                    index: 1,
+                    share: bytes.clone(),
+                    fingerprint: "f".into()
+                }],
+                staging_id: "5eed".into(),
+                ..Default::default()
             }
         ));
         assert_hidden(format!(

@@ -21,6 +21,9 @@ pub enum Method {
     ResetUnseal,
     Seal,
     Rekey,
+    RekeyStage,
+    RekeyCommit,
+    RekeyAbort,
     CreateKey,
     NewImportKey,
     ImportKey,
@@ -45,7 +48,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, for exhaustive tests and docs.
-    pub const ALL: [Method; 32] = [
+    pub const ALL: [Method; 35] = [
         Method::Encrypt,
         Method::Decrypt,
         Method::GetKeyMetadata,
@@ -59,6 +62,9 @@ impl Method {
         Method::ResetUnseal,
         Method::Seal,
         Method::Rekey,
+        Method::RekeyStage,
+        Method::RekeyCommit,
+        Method::RekeyAbort,
         Method::CreateKey,
         Method::NewImportKey,
         Method::ImportKey,
@@ -96,6 +102,9 @@ impl Method {
             Method::ResetUnseal => "Admin/ResetUnseal",
             Method::Seal => "Admin/Seal",
             Method::Rekey => "Admin/Rekey",
+            Method::RekeyStage => "Admin/RekeyStage",
+            Method::RekeyCommit => "Admin/RekeyCommit",
+            Method::RekeyAbort => "Admin/RekeyAbort",
             Method::CreateKey => "Admin/CreateKey",
             Method::NewImportKey => "Admin/NewImportKey",
             Method::ImportKey => "Admin/ImportKey",
@@ -217,6 +226,8 @@ impl Method {
             Method::Init
                 | Method::Unseal
                 | Method::Rekey
+                | Method::RekeyStage
+                | Method::RekeyCommit
                 | Method::RestoreBackup
                 | Method::CreateBackup
         )
@@ -237,6 +248,27 @@ mod tests {
                 m.name()
             );
         }
+    }
+
+    #[test]
+    fn two_phase_rekey_calls_have_the_roles_of_rekey() {
+        for m in [Method::RekeyStage, Method::RekeyCommit, Method::RekeyAbort] {
+            for role in [Role::Crypto, Role::Admin, Role::Auditor, Role::Peer] {
+                assert_eq!(
+                    m.allows(role),
+                    Method::Rekey.allows(role),
+                    "{} {role:?}",
+                    m.name()
+                );
+            }
+            assert!(
+                m.is_write() && m.needs_barrier() && m.may_block(),
+                "{}",
+                m.name()
+            );
+        }
+        assert!(Method::RekeyStage.is_cpu_heavy() && Method::RekeyCommit.is_cpu_heavy());
+        assert!(!Method::RekeyAbort.is_cpu_heavy());
     }
 
     #[test]

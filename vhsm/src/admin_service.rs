@@ -10,10 +10,11 @@ use vhsm_proto::v1::{
     CreateBackupRequest, CreateBackupResponse, CreateKeyRequest, EncryptedShare,
     ExportAuditRequest, ExportAuditResponse, GetAuditPublicKeyRequest, GetAuditPublicKeyResponse,
     ImportKeyRequest, InitRequest, InitResponse, KeyIdRequest, KeyResponse, ListKeysRequest,
-    ListKeysResponse, NewImportKeyRequest, NewImportKeyResponse, RekeyRequest, RemoveNodeRequest,
-    ResetUnsealRequest, RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest,
-    SealRequest, SealResponse, SetMinDecryptionVersionRequest, StatusRequest, StatusResponse,
-    UnsealRequest, UnsealResponse,
+    ListKeysResponse, NewImportKeyRequest, NewImportKeyResponse, RekeyAbortRequest,
+    RekeyAbortResponse, RekeyCommitRequest, RekeyCommitResponse, RekeyRequest, RekeyStageResponse,
+    RemoveNodeRequest, ResetUnsealRequest, RestoreBackupRequest, RestoreBackupResponse,
+    ScheduleKeyDeletionRequest, SealRequest, SealResponse, SetMinDecryptionVersionRequest,
+    ShareSubmission, StatusRequest, StatusResponse, UnsealRequest, UnsealResponse,
 };
 use zeroize::Zeroize;
 
@@ -103,6 +104,74 @@ fn init_response(o: vhsm_core::InitOutcome) -> InitResponse {
             .collect(),
         audit_key_fingerprint: o.audit_key_fingerprint,
     }
+}
+
+/// Unseal material from a request: a passphrase or share submissions (exactly one kind),
+/// moved into zeroizing types. `field` names the passphrase field in the error.
+fn unseal_material(
+    passphrase: &mut String,
+    shares: &mut [ShareSubmission],
+    field: &'static str,
+) -> Result<RekeyAuth, Error> {
+    match (passphrase.is_empty(), shares.is_empty()) {
+        (false, true) => Ok(RekeyAuth::Passphrase(take_secret(passphrase))),
+        (true, false) => Ok(RekeyAuth::Shares(
+            shares
+                .iter_mut()
+                .map(|s| (std::mem::take(&mut s.share), take_secret(&mut s.passphrase)))
+                .collect(),
+        )),
+        _ => {
+            passphrase.zeroize();
+            shares.iter_mut().for_each(|s| {
+                s.share.zeroize();
+                s.passphrase.zeroize();
+            });
+            Err(Error::InvalidArgument(field))
+        }
+    }
+}
+
+fn rekey_stage(v: &Vhsm, c: &Caller, mut r: RekeyRequest) -> Result<RekeyStageResponse, Status> {
+    let auth = match unseal_material(&mut r.old_passphrase, &mut r.old_shares, "old_passphrase") {
+        Ok(a) => a,
+        Err(e) => {
+            r.wipe();
+            return Err(err(e));
+        }
+    };
+    let new = core_init(r.new_config.take()).map_err(err)?;
+    let s = v.rekey_stage(auth, new, &c.identity).map_err(err)?;
+    let init = init_response(s.outcome);
+    Ok(RekeyStageResponse {
+        store_id: init.store_id,
+        shares: init.shares,
+        audit_key_fingerprint: init.audit_key_fingerprint,
+        staging_id: s.staging_id,
+        expires_at_ms: s.expires_at_ms,
+        unseal_mode: s.unseal_mode.as_str().to_owned(),
+        threshold: u32::from(s.threshold),
+        share_count: u32::from(s.share_count),
+    })
+}
+
+fn rekey_commit(
+    v: &Vhsm,
+    c: &Caller,
+    mut r: RekeyCommitRequest,
+) -> Result<RekeyCommitResponse, Status> {
+    let proof =
+        unseal_material(&mut r.new_passphrase, &mut r.shares, "new_passphrase").map_err(err)?;
+    let done = v
+        .rekey_commit(&r.staging_id, proof, &c.identity)
+        .map_err(err)?;
+    Ok(RekeyCommitResponse {
+        store_id: done.store_id,
+        epoch: done.epoch,
+        unseal_mode: done.unseal_mode.as_str().to_owned(),
+        threshold: u32::from(done.threshold),
+        share_count: u32::from(done.share_count),
+    })
 }
 
 fn rekey(v: &Vhsm, c: &Caller, mut r: RekeyRequest) -> Result<InitResponse, Status> {
@@ -241,6 +310,8 @@ impl Admin for AdminService {
                     audit_head_seq: s.audit_head_seq,
                     audit_head_hash: s.audit_head_hash,
                     restore_pending: s.restore_pending,
+                    rekey_staging_id: s.rekey_staging_id,
+                    rekey_staging_expires_at_ms: s.rekey_staging_expires_at_ms,
                 })
             })
             .await
@@ -300,6 +371,37 @@ impl Admin for AdminService {
         request: Request<RekeyRequest>,
     ) -> Result<Response<InitResponse>, Status> {
         self.d.call(request, Method::Rekey, "", rekey).await
+    }
+
+    async fn rekey_stage(
+        &self,
+        request: Request<RekeyRequest>,
+    ) -> Result<Response<RekeyStageResponse>, Status> {
+        self.d
+            .call(request, Method::RekeyStage, "", rekey_stage)
+            .await
+    }
+
+    async fn rekey_commit(
+        &self,
+        request: Request<RekeyCommitRequest>,
+    ) -> Result<Response<RekeyCommitResponse>, Status> {
+        self.d
+            .call(request, Method::RekeyCommit, "", rekey_commit)
+            .await
+    }
+
+    async fn rekey_abort(
+        &self,
+        request: Request<RekeyAbortRequest>,
+    ) -> Result<Response<RekeyAbortResponse>, Status> {
+        self.d
+            .call(request, Method::RekeyAbort, "", |v, c, r| {
+                v.rekey_abort(&r.staging_id, &c.identity)
+                    .map(|()| RekeyAbortResponse {})
+                    .map_err(err)
+            })
+            .await
     }
 
     async fn create_key(

@@ -176,18 +176,26 @@ pub struct SealConfig {
     /// A partial quorum unseal is discarded after this many seconds without a new share.
     #[serde(default = "default_partial_unseal_timeout_secs")]
     pub partial_unseal_timeout_secs: u64,
+    /// A staged rekey must be committed within this many seconds, else it is discarded.
+    #[serde(default = "default_rekey_staging_ttl_secs")]
+    pub rekey_staging_ttl_secs: u64,
 }
 
 impl Default for SealConfig {
     fn default() -> Self {
         SealConfig {
             partial_unseal_timeout_secs: default_partial_unseal_timeout_secs(),
+            rekey_staging_ttl_secs: default_rekey_staging_ttl_secs(),
         }
     }
 }
 
 fn default_partial_unseal_timeout_secs() -> u64 {
     600
+}
+
+fn default_rekey_staging_ttl_secs() -> u64 {
+    900
 }
 
 /// `[keys]`.
@@ -372,6 +380,12 @@ impl Config {
         if self.seal.partial_unseal_timeout_secs == 0 {
             return Err(ConfigError::invalid(
                 "seal.partial_unseal_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.seal.rekey_staging_ttl_secs == 0 {
+            return Err(ConfigError::invalid(
+                "seal.rekey_staging_ttl_secs",
                 "must be at least 1",
             ));
         }
@@ -574,6 +588,7 @@ auditor = ["auditor"]
         c.validate().unwrap();
         assert_eq!(c.keys.min_deletion_waiting_days, 7);
         assert_eq!(c.seal.partial_unseal_timeout_secs, 600);
+        assert_eq!(c.seal.rekey_staging_ttl_secs, 900);
         assert_eq!(c.log.format, LogFormat::Text);
         assert!(!c.dev.insecure_fast_kdf);
         assert!(c.store_dir().ends_with("data/store"));
@@ -712,6 +727,16 @@ auditor = ["auditor"]
         assert_eq!(
             field_of(c.validate().unwrap_err()),
             "seal.partial_unseal_timeout_secs"
+        );
+    }
+
+    #[test]
+    fn zero_rekey_staging_ttl_is_refused() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&format!("{text}\n[seal]\nrekey_staging_ttl_secs = 0\n")).unwrap();
+        assert_eq!(
+            field_of(c.validate().unwrap_err()),
+            "seal.rekey_staging_ttl_secs"
         );
     }
 

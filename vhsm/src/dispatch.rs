@@ -277,7 +277,12 @@ impl Dispatcher {
         if let Some(c) = &self.cluster {
             let unseals = matches!(
                 method,
-                Method::Init | Method::Unseal | Method::Rekey | Method::RestoreBackup
+                Method::Init
+                    | Method::Unseal
+                    | Method::Rekey
+                    | Method::RekeyStage
+                    | Method::RekeyCommit
+                    | Method::RestoreBackup
             );
             if unseals && c.node.is_witness() {
                 msg.wipe();

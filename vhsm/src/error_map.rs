@@ -17,6 +17,8 @@ pub fn code_and_reason(reason: Reason) -> (Code, WireReason) {
         Reason::KeyDisabled => (Code::FailedPrecondition, WireReason::KeyDisabled),
         Reason::KeyPendingDeletion => (Code::FailedPrecondition, WireReason::KeyPendingDeletion),
         Reason::AlreadyUnsealed => (Code::FailedPrecondition, WireReason::AlreadyUnsealed),
+        Reason::RekeyNotStaged => (Code::FailedPrecondition, WireReason::RekeyNotStaged),
+        Reason::RekeyExpired => (Code::FailedPrecondition, WireReason::RekeyExpired),
         Reason::UsageNotAllowed => (Code::PermissionDenied, WireReason::UsageNotAllowed),
         Reason::PermissionDenied => (Code::PermissionDenied, WireReason::PermissionDenied),
         Reason::InvalidCiphertext => (Code::InvalidArgument, WireReason::InvalidCiphertext),
@@ -101,6 +103,8 @@ mod tests {
             Error::SelfTestFailed("aes-gcm kat".into()),
             Error::InvalidBackup("mac".into()),
             Error::Internal("sled: Other".into()),
+            Error::RekeyNotStaged("no rekey is staged"),
+            Error::RekeyStagingExpired,
         ]
     }
 
@@ -129,6 +133,8 @@ mod tests {
             (Code::Internal, WireReason::SelfTestFailed),
             (Code::InvalidArgument, WireReason::InvalidBackup),
             (Code::Internal, WireReason::Internal),
+            (Code::FailedPrecondition, WireReason::RekeyNotStaged),
+            (Code::FailedPrecondition, WireReason::RekeyExpired),
         ];
         for (err, (code, reason)) in every_error().iter().zip(want) {
             let s = to_status(err);
@@ -154,6 +160,11 @@ mod tests {
         assert!(!s.message().contains("secret-id"));
         let s = to_status(&Error::KeyNotFound("demo".into()));
         assert!(s.message().contains("demo"));
+        let s = to_status(&Error::RekeyStagingExpired);
+        assert_eq!(
+            s.message(),
+            "rekey staging expired; the current unseal configuration still applies"
+        );
     }
 
     #[test]

@@ -104,6 +104,7 @@ fn load_peer_tls(config: &Config) -> Result<Option<PeerTls>, ServeError> {
 pub fn core_options(config: &Config) -> Options {
     let base = Options {
         partial_unseal_timeout_ms: config.seal.partial_unseal_timeout_secs.saturating_mul(1000),
+        rekey_staging_ttl_ms: config.seal.rekey_staging_ttl_secs.saturating_mul(1000),
         min_deletion_waiting_days: config.keys.min_deletion_waiting_days,
         gcm: config.keys.gcm_limits(),
         // The dispatcher reserves ahead (encrypts run on async workers).
@@ -502,6 +503,7 @@ min_deletion_waiting_days = 3
         assert_eq!(o.kdf, KdfParams::RECOMMENDED);
         assert!(!o.allow_weak_kdf);
         assert_eq!(o.partial_unseal_timeout_ms, 30_000);
+        assert_eq!(o.rekey_staging_ttl_ms, 900_000);
         assert_eq!(o.min_deletion_waiting_days, 3);
         o.validate().unwrap();
     }

@@ -5,9 +5,10 @@ use vhsm_proto::v1::{
     init_request, AddNodeRequest, ClusterStatusRequest, CreateBackupRequest, CreateKeyRequest,
     DecryptRequest, EncryptRequest, ExportAuditRequest, GenerateRandomRequest,
     GetAuditPublicKeyRequest, GetKeyMetadataRequest, HealthRequest, ImportKeyRequest, InitRequest,
-    KeyIdRequest, ListKeysRequest, NewImportKeyRequest, RekeyRequest, RemoveNodeRequest,
-    ResetUnsealRequest, RestoreBackupRequest, ScheduleKeyDeletionRequest, SealRequest,
-    SetMinDecryptionVersionRequest, StatusRequest, UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
+    KeyIdRequest, ListKeysRequest, NewImportKeyRequest, RekeyAbortRequest, RekeyCommitRequest,
+    RekeyRequest, RemoveNodeRequest, ResetUnsealRequest, RestoreBackupRequest,
+    ScheduleKeyDeletionRequest, SealRequest, SetMinDecryptionVersionRequest, StatusRequest,
+    UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
 };
 use zeroize::Zeroize;
 
@@ -29,6 +30,7 @@ no_secrets!(
     (),
     StatusRequest,
     ResetUnsealRequest,
+    RekeyAbortRequest,
     SealRequest,
     CreateKeyRequest,
     NewImportKeyRequest,
@@ -81,6 +83,16 @@ impl Wipe for RekeyRequest {
         }
         if let Some(n) = &mut self.new_config {
             n.wipe();
+        }
+    }
+}
+
+impl Wipe for RekeyCommitRequest {
+    fn wipe(&mut self) {
+        self.new_passphrase.zeroize();
+        for s in &mut self.shares {
+            s.passphrase.zeroize();
+            s.share.zeroize();
         }
     }
 }
@@ -138,6 +150,19 @@ mod tests {
         };
         r.wipe();
         assert!(r.old_passphrase.is_empty());
+
+        let mut c = RekeyCommitRequest {
+            staging_id: "id".into(),
+            new_passphrase: "new".into(),
+            shares: vec![ShareSubmission {
+                share: vec![9],
+                passphrase: "p".into(),
+            }],
+        };
+        c.wipe();
+        assert!(c.new_passphrase.is_empty());
+        assert!(c.shares[0].share.is_empty() && c.shares[0].passphrase.is_empty());
+        assert_eq!(c.staging_id, "id");
         assert!(r.old_shares[0].share.is_empty() && r.old_shares[0].passphrase.is_empty());
         let Some(InitRequest {
             mode: Some(init_request::Mode::Passphrase(p)),

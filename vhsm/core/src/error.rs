@@ -22,6 +22,10 @@ pub enum Reason {
     InvalidShare,
     /// Too many failed attempts.
     RateLimited,
+    /// No rekey is staged under that id (none staged, another id, or superseded).
+    RekeyNotStaged,
+    /// The staged rekey expired before it was committed; the current configuration applies.
+    RekeyExpired,
     /// No key with that id.
     KeyNotFound,
     /// A key with that id already exists.
@@ -95,6 +99,13 @@ pub enum Error {
         /// Delay before the next attempt is considered.
         retry_after_ms: u64,
     },
+    /// No rekey is staged under the given id; nothing was changed.
+    #[error("no such rekey staging: {0}")]
+    RekeyNotStaged(&'static str),
+    /// The staged rekey expired before it was committed (and was discarded); the current
+    /// passphrase or shares still apply.
+    #[error("rekey staging expired; the current unseal configuration still applies")]
+    RekeyStagingExpired,
     /// No key with that id.
     #[error("key not found: {0}")]
     KeyNotFound(String),
@@ -180,6 +191,8 @@ impl Error {
             Error::UnsealRejected { .. } => Reason::UnsealRejected,
             Error::InvalidShare(_) => Reason::InvalidShare,
             Error::RateLimited { .. } => Reason::RateLimited,
+            Error::RekeyNotStaged(_) => Reason::RekeyNotStaged,
+            Error::RekeyStagingExpired => Reason::RekeyExpired,
             Error::KeyNotFound(_) => Reason::KeyNotFound,
             Error::KeyExists(_) => Reason::KeyExists,
             Error::KeyDisabled(_) => Reason::KeyDisabled,

@@ -8,6 +8,7 @@
 //! Every state-changing method of [`Vhsm`] takes a trailing `actor: &str` (the caller's
 //! certificate identity, e.g. `"admin"`), recorded in the audit record of the change:
 //! `initialize`, `unseal_with_passphrase`, `submit_share`, `reset_unseal`, `seal`, `rekey`,
+//! `rekey_stage`, `rekey_commit`, `rekey_abort`,
 //! `create_key`, `new_import_key`, `import_key`, `rotate_key`, `set_min_decryption_version`,
 //! `enable_key`, `disable_key`, `schedule_key_deletion`, `cancel_key_deletion`, `backup`,
 //! `stage_restore`. `destroy_due_keys` is run by the daemon itself (actor `"system"`), and
@@ -31,9 +32,11 @@ mod keyring;
 mod keys;
 mod limiter;
 mod share;
+mod staging;
 
 pub mod env;
 pub mod error;
+mod rekey;
 mod reload;
 pub mod storage;
 pub mod storage_conformance;
@@ -52,8 +55,8 @@ pub use storage::{
 };
 pub use types::{
     is_valid_key_id, DecryptInput, EncryptOutput, EncryptedShare, ImportKey, InitOutcome,
-    InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth, SealState, SecretBytes,
-    Status, UnsealMode, UnsealProgress, Usage, UsageSet,
+    InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth, RekeyCommitted,
+    RekeyStaged, SealState, SecretBytes, Status, UnsealMode, UnsealProgress, Usage, UsageSet,
 };
 pub use vhsm::{Vhsm, MAX_AUDIT_PAGE};
 pub use vhsm_audit::AuditRecord;

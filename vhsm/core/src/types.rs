@@ -62,6 +62,10 @@ pub struct Status {
     pub audit_head_hash: String,
     /// True while a staged backup waits for unseal material.
     pub restore_pending: bool,
+    /// Hex id of a staged (not yet committed) rekey; empty when none is staged.
+    pub rekey_staging_id: String,
+    /// When that staging expires (ms since the Unix epoch); 0 when none is staged.
+    pub rekey_staging_expires_at_ms: u64,
 }
 
 /// How to initialize (or rekey) the store.
@@ -78,7 +82,8 @@ pub enum InitRequest {
     },
 }
 
-/// Authorization for a rekey: the current unseal material. `Debug` shows no share bytes.
+/// Unseal material: authorization for a rekey (the current passphrase or shares), or the
+/// proof of possession of the staged ones at `rekey_commit`. `Debug` shows no share bytes.
 pub enum RekeyAuth {
     /// The current passphrase (passphrase mode).
     Passphrase(SecretString),
@@ -104,6 +109,38 @@ pub struct InitOutcome {
     pub shares: Vec<EncryptedShare>,
     /// Hex SHA-256 of the audit verification (Ed25519 public) key.
     pub audit_key_fingerprint: String,
+}
+
+/// Result of `rekey_stage`: the new configuration, staged but not in force yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyStaged {
+    /// Store id, the new shares (quorum mode) and the audit key fingerprint.
+    pub outcome: InitOutcome,
+    /// Hex id naming this staging at commit or abort.
+    pub staging_id: String,
+    /// When the staging expires (ms since the Unix epoch) unless committed first.
+    pub expires_at_ms: u64,
+    /// The staged unseal mode.
+    pub unseal_mode: UnsealMode,
+    /// Shares the commit must prove (M); 1 in passphrase mode.
+    pub threshold: u8,
+    /// Shares issued (N); 1 in passphrase mode.
+    pub share_count: u8,
+}
+
+/// Result of `rekey_commit`: the configuration now in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RekeyCommitted {
+    /// Hex store id.
+    pub store_id: String,
+    /// The header epoch now in force (shares carry it).
+    pub epoch: u32,
+    /// The unseal mode now in force.
+    pub unseal_mode: UnsealMode,
+    /// Shares needed (M); 1 in passphrase mode.
+    pub threshold: u8,
+    /// Shares issued (N); 1 in passphrase mode.
+    pub share_count: u8,
 }
 
 /// One custodian's encrypted share file.
@@ -395,6 +432,8 @@ pub struct Options {
     pub min_deletion_waiting_days: u32,
     /// Lifetime of an import key.
     pub import_key_ttl_ms: u64,
+    /// Lifetime of a staged rekey: it must be committed within this long or it is discarded.
+    pub rekey_staging_ttl_ms: u64,
     /// TEST-ONLY fault injection: when true the power-on self-tests run with a corrupted
     /// primitive, so they fail and the store refuses to unseal. Never set in production.
     pub inject_selftest_failure: bool,
@@ -407,7 +446,8 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// Production defaults: recommended KDF, 10 min partial unseal, 7 days, 1 h import keys.
+    /// Production defaults: recommended KDF, 10 min partial unseal, 7 days, 1 h import keys,
+    /// 15 min rekey staging.
     fn default() -> Self {
         Options {
             kdf: KdfParams::RECOMMENDED,
@@ -415,6 +455,7 @@ impl Default for Options {
             partial_unseal_timeout_ms: 600_000,
             min_deletion_waiting_days: 7,
             import_key_ttl_ms: 3_600_000,
+            rekey_staging_ttl_ms: 900_000,
             inject_selftest_failure: false,
             gcm: crate::invocations::GcmLimits::default(),
             gcm_reserve_inline: true,
@@ -445,6 +486,9 @@ impl Options {
         }
         if self.import_key_ttl_ms == 0 {
             return Err(Error::InvalidArgument("options.import_key_ttl_ms"));
+        }
+        if self.rekey_staging_ttl_ms == 0 {
+            return Err(Error::InvalidArgument("options.rekey_staging_ttl_ms"));
         }
         Ok(())
     }
@@ -512,6 +556,14 @@ mod tests {
         assert_eq!(
             o.validate(),
             Err(Error::InvalidArgument("options.import_key_ttl_ms"))
+        );
+        let o = Options {
+            rekey_staging_ttl_ms: 0,
+            ..Options::insecure_for_tests()
+        };
+        assert_eq!(
+            o.validate(),
+            Err(Error::InvalidArgument("options.rekey_staging_ttl_ms"))
         );
         let mut o = Options::insecure_for_tests();
         o.kdf.t_cost = 0;

@@ -1,5 +1,6 @@
 //! The `Vhsm` facade: state, opening, status and the seal state machine (init, unseal, seal,
-//! rekey, restore). Key management lives in `keyops.rs`, the crypto hot path in `cryptoops.rs`.
+//! restore). Rekey lives in `rekey.rs`, key management in `keyops.rs`, the crypto hot path in
+//! `cryptoops.rs`.
 //!
 //! Locking: one `Mutex<Inner>` serializes every state change (ceremonies, key management,
 //! audit appends); the crypto hot path takes only a read lock on `hot` (the key cache) and does
@@ -30,7 +31,7 @@ use crate::shamir::{self, Share};
 use crate::share::ShareFile;
 use crate::storage::{Durability, MemoryStorage, Storage, Tree, WriteBatch};
 use crate::types::{
-    InitOutcome, InitRequest, Options, RekeyAuth, SealState, Status, UnsealMode, UnsealProgress,
+    InitOutcome, InitRequest, Options, SealState, Status, UnsealMode, UnsealProgress,
 };
 
 /// Meta-tree key of the sealed audit signing (Ed25519) seed.
@@ -208,21 +209,28 @@ impl Vhsm {
     pub(crate) fn commit_audited(
         &self,
         inner: &mut Inner,
-        mut batch: WriteBatch,
+        batch: WriteBatch,
         event: &str,
         actor: &str,
         details: std::collections::BTreeMap<String, String>,
     ) -> Result<u64, Error> {
+        self.commit_audited_events(inner, batch, vec![(event, details)], actor)
+    }
+
+    /// [`Vhsm::commit_audited`] with several audit records (in order) in the same batch.
+    pub(crate) fn commit_audited_events(
+        &self,
+        inner: &mut Inner,
+        mut batch: WriteBatch,
+        events: Vec<(&str, std::collections::BTreeMap<String, String>)>,
+        actor: &str,
+    ) -> Result<u64, Error> {
         let signer = inner.unsealed.as_ref().map(|u| &u.signer);
-        let head = audit_log::append(
-            &mut batch,
-            &inner.audit_head,
-            self.clock.now_ms(),
-            event,
-            actor,
-            details,
-            signer,
-        );
+        let now = self.clock.now_ms();
+        let mut head = inner.audit_head.clone();
+        for (event, details) in events {
+            head = audit_log::append(&mut batch, &head, now, event, actor, details, signer);
+        }
         self.storage.commit(batch, Durability::Flushed)?;
         let seq = head.seq;
         inner.audit_head = head;
@@ -286,6 +294,12 @@ impl Vhsm {
             (Some(_), None) => SealState::Sealed,
             (Some(_), Some(_)) => SealState::Unsealed,
         };
+        // Best effort: a status answer never fails; an unreadable record shows as none.
+        let staging = if inner.header.is_some() {
+            self.staging_summary().ok().flatten()
+        } else {
+            None
+        };
         Status {
             seal_state,
             unseal_mode: shown.map(|h| h.mode),
@@ -305,6 +319,8 @@ impl Vhsm {
                 inner.audit_head.hash.clone()
             },
             restore_pending: inner.staged.is_some(),
+            rekey_staging_id: staging.as_ref().map(|s| s.0.clone()).unwrap_or_default(),
+            rekey_staging_expires_at_ms: staging.map_or(0, |s| s.1),
         }
     }
 
@@ -385,7 +401,7 @@ impl Vhsm {
             .ok_or(Error::Uninitialized)
     }
 
-    fn ensure_selftest(&self, inner: &mut Inner, actor: &str) -> Result<(), Error> {
+    pub(crate) fn ensure_selftest(&self, inner: &mut Inner, actor: &str) -> Result<(), Error> {
         if inner.selftest_ok {
             return Ok(());
         }
@@ -411,7 +427,7 @@ impl Vhsm {
 
     /// Refuses an attempt made before the back-off delay elapsed, and expires a stale partial
     /// unseal.
-    fn pre_attempt(&self, inner: &mut Inner) -> Result<(), Error> {
+    pub(crate) fn pre_attempt(&self, inner: &mut Inner) -> Result<(), Error> {
         let now = self.clock.now_ms();
         if !inner.partial.is_empty()
             && now.saturating_sub(inner.partial_last_ms) > self.options.partial_unseal_timeout_ms
@@ -427,7 +443,7 @@ impl Vhsm {
     }
 
     /// Counts a failed attempt, audits it (while initialized) and returns `UnsealRejected`.
-    fn reject(&self, inner: &mut Inner, event: &str, actor: &str) -> Error {
+    pub(crate) fn reject(&self, inner: &mut Inner, event: &str, actor: &str) -> Error {
         let delay = inner.limiter.fail(self.clock.now_ms());
         if inner.header.is_some() {
             let d = details([("retry_after_ms", delay.to_string())]);
@@ -461,16 +477,23 @@ impl Vhsm {
     }
 
     /// Parses a share and checks it belongs to `header`'s current share set.
-    fn check_share(header: &Header, bytes: &[u8]) -> Result<ShareFile, Error> {
+    pub(crate) fn check_share(header: &Header, bytes: &[u8]) -> Result<ShareFile, Error> {
         let file = ShareFile::parse(bytes)?;
         if file.store_id != header.store_id {
             return Err(Error::InvalidShare(
                 "the share belongs to another store".into(),
             ));
         }
-        if file.epoch != header.epoch {
+        if file.epoch < header.epoch {
             return Err(Error::InvalidShare(
                 "the share belongs to a replaced share set (the store was rekeyed)".into(),
+            ));
+        }
+        if file.epoch > header.epoch {
+            return Err(Error::InvalidShare(
+                "the share belongs to a staged rekey that was not committed; the current shares \
+                 still apply"
+                    .into(),
             ));
         }
         if file.threshold != header.threshold
@@ -713,109 +736,6 @@ impl Vhsm {
         committed?;
         inner.audit_head = head;
         Ok(())
-    }
-
-    /// Recovers the root key from rekey authorization material (counts failures like unseal).
-    fn authorize(
-        &self,
-        inner: &mut Inner,
-        header: &Header,
-        auth: RekeyAuth,
-        actor: &str,
-    ) -> Result<SecretKey, Error> {
-        use secrecy::ExposeSecret;
-        self.pre_attempt(inner)?;
-        let mk = match (header.mode, auth) {
-            (UnsealMode::Passphrase, RekeyAuth::Passphrase(p)) => {
-                ceremony::master_from_passphrase(&p, header)?
-            }
-            (UnsealMode::Shares, RekeyAuth::Shares(list)) => {
-                let mut parts: Vec<Share> = Vec::new();
-                for (bytes, pass) in &list {
-                    let file = Self::check_share(header, bytes)?;
-                    if parts.iter().any(|s| s.x == file.index) {
-                        return Err(Error::InvalidShare(format!(
-                            "share {} was given twice",
-                            file.index
-                        )));
-                    }
-                    match file.decrypt(pass.expose_secret().as_bytes())? {
-                        Some(s) => parts.push(s),
-                        None => return Err(self.reject(inner, "rekey.rejected", actor)),
-                    }
-                }
-                if parts.len() < usize::from(header.threshold) {
-                    return Err(Error::InvalidArgument("old_shares"));
-                }
-                let secret = shamir::combine(&parts)
-                    .map_err(|_| Error::Internal("share combination failed".into()))?;
-                ceremony::master_from_secret(&secret)?
-            }
-            (UnsealMode::Passphrase, _) => return Err(Error::InvalidArgument("old_passphrase")),
-            (UnsealMode::Shares, _) => return Err(Error::InvalidArgument("old_shares")),
-        };
-        match ceremony::unwrap_root(&mk, header) {
-            Some(root) => Ok(root),
-            None => Err(self.reject(inner, "rekey.rejected", actor)),
-        }
-    }
-
-    /// Rewraps the root key under new unseal material; the old passphrase/shares stop working.
-    /// Needs Unsealed and the current passphrase or a quorum of current shares.
-    pub fn rekey(
-        &self,
-        auth: RekeyAuth,
-        new: InitRequest,
-        actor: &str,
-    ) -> Result<InitOutcome, Error> {
-        let mut inner = self.lock()?;
-        Self::require_unsealed(&inner)?;
-        ceremony::validate(&new)?;
-        let header = inner.header.clone().ok_or(Error::Uninitialized)?;
-        let root = self.authorize(&mut inner, &header, auth, actor)?;
-        let current = &Self::require_unsealed(&inner)?.root;
-        if !ct_eq(root.expose(), current.expose()) {
-            return Err(Error::Corruption(
-                "rekey authorization recovered a different root key".into(),
-            ));
-        }
-        inner.limiter.reset();
-        let epoch = header
-            .epoch
-            .checked_add(1)
-            .ok_or(Error::Internal("rekey epoch exhausted".into()))?;
-        let cfg = ceremony::new_config(
-            &new,
-            &root,
-            header.store_id,
-            epoch,
-            &self.options.kdf,
-            &*self.rng,
-        )?;
-        let mut d = cfg.audit_details();
-        let mut next = Header {
-            epoch,
-            mode: cfg.mode,
-            threshold: cfg.threshold,
-            count: cfg.count,
-            kdf: self.options.kdf,
-            salt: cfg.salt,
-            wrapped_root: cfg.wrapped_root,
-            ..header
-        };
-        next.sign(&root);
-        let mut batch = WriteBatch::new();
-        batch.put(Tree::Header, HEADER_KEY.to_vec(), next.encode());
-        d.insert("epoch".to_string(), epoch.to_string());
-        self.commit_audited(&mut inner, batch, "rekey", actor, d)?;
-        let outcome = InitOutcome {
-            store_id: next.store_id_hex(),
-            shares: cfg.shares,
-            audit_key_fingerprint: vhsm_audit::public_key_fingerprint(&next.audit_public_key),
-        };
-        inner.header = Some(next);
-        inner.partial.clear();
-        Ok(outcome)
     }
 
     /// An integrity-protected backup of the whole (encrypted) store. Needs Unsealed.
