@@ -126,3 +126,106 @@ pub fn backup_sample(root: &SecretKey, header: &[u8]) -> Vec<u8> {
     ];
     backup::encode(root, header, &records)
 }
+
+/// A valid key metadata record plaintext for the seed corpus (two labels).
+pub fn key_info_sample() -> Vec<u8> {
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert("owner".to_string(), "team-a".to_string());
+    labels.insert("purpose".to_string(), "xks".to_string());
+    keys::encode_info(&KeyInfo {
+        key_id: "key-1".to_string(),
+        key_spec: "AES_256",
+        usage: crate::types::UsageSet::ENCRYPT_DECRYPT,
+        state: crate::types::KeyState::Enabled,
+        current_version: 2,
+        min_decryption_version: 1,
+        labels,
+        created_at_ms: 1_700_000_000_000,
+        deletion_due_at_ms: 0,
+        origin: crate::types::KeyOrigin::Generated,
+        created_by_audit_seq: 5,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    //! The samples above parse and re-encode to themselves; with `FUZZ_SEEDS_OUT=DIR` the test
+    //! also writes them as the binary seed corpus of `fuzz/` (see docs/fuzzing.md):
+    //! `FUZZ_SEEDS_OUT=$PWD/fuzz/corpus cargo test -p vhsm-core --features fuzzing fuzz_api`.
+
+    use super::*;
+
+    /// The key the fuzz targets use for envelopes, header and backup MACs (`[0x42; 32]`).
+    fn fuzz_key() -> SecretKey {
+        SecretKey::from_bytes([0x42; 32])
+    }
+
+    /// Deterministic "randomness" so regenerated seeds are byte-identical.
+    #[derive(Debug)]
+    struct Counter;
+    impl RandomSource for Counter {
+        fn fill(&self, buf: &mut [u8]) -> Result<(), Error> {
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            Ok(())
+        }
+    }
+
+    /// The envelope target's input: tree index, record-key length, record key, value.
+    fn envelope_input(tree: u8, record_key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = vec![tree, record_key.len() as u8];
+        out.extend_from_slice(record_key);
+        out.extend_from_slice(value);
+        out
+    }
+
+    #[test]
+    fn samples_round_trip_and_seeds_are_written_on_request() {
+        let root = fuzz_key();
+        let mut seeds: Vec<(&str, &str, Vec<u8>)> = Vec::new();
+
+        let share = share_sample(b"correct horse battery", &Counter).unwrap();
+        assert_eq!(share_parse_reencode(&share).unwrap(), share);
+        seeds.push(("share", "valid-1of1", share));
+
+        for (name, shares) in [("valid-passphrase", false), ("valid-shares-2of3", true)] {
+            let h = header_sample(&root, shares);
+            let (again, mac) = header_parse_reencode(&h, &root).unwrap();
+            assert_eq!(again, h);
+            mac.unwrap();
+            seeds.push(("header", name, h));
+        }
+
+        let info = key_info_sample();
+        assert_eq!(key_info_decode_reencode(&info).unwrap().1, info);
+        seeds.push(("key_record", "valid-2-labels", info.clone()));
+
+        let sealed = envelope_seal(&root, 7, Tree::Keys, b"key/key-1", &info, &Counter).unwrap();
+        let (term, plain) = envelope_open(&root, Tree::Keys, b"key/key-1", &sealed).unwrap();
+        assert_eq!((term, plain.as_slice()), (7, info.as_slice()));
+        seeds.push((
+            "envelope",
+            "valid-keys-record",
+            envelope_input(1, b"key/key-1", &sealed),
+        ));
+        let empty = envelope_seal(&root, 1, Tree::Meta, b"m", b"", &Counter).unwrap();
+        seeds.push(("envelope", "valid-empty-meta", envelope_input(2, b"m", &empty)));
+
+        let blob = backup_sample(&root, &header_sample(&root, false));
+        let (again, mac) = backup_parse_reencode(&blob, &root).unwrap();
+        assert_eq!(again, blob);
+        mac.unwrap();
+        seeds.push(("backup", "valid-2-records", blob));
+
+        if let Some(dir) = std::env::var_os("FUZZ_SEEDS_OUT") {
+            let dir = std::path::PathBuf::from(dir);
+            for (target, name, bytes) in seeds {
+                let d = dir.join(target);
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(name), bytes).unwrap();
+            }
+        }
+    }
+}
