@@ -211,7 +211,11 @@ mod tests {
             envelope_input(1, b"key/key-1", &sealed),
         ));
         let empty = envelope_seal(&root, 1, Tree::Meta, b"m", b"", &Counter).unwrap();
-        seeds.push(("envelope", "valid-empty-meta", envelope_input(2, b"m", &empty)));
+        seeds.push((
+            "envelope",
+            "valid-empty-meta",
+            envelope_input(2, b"m", &empty),
+        ));
 
         let blob = backup_sample(&root, &header_sample(&root, false));
         let (again, mac) = backup_parse_reencode(&blob, &root).unwrap();
