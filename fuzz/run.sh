@@ -79,8 +79,9 @@ fi
 secs="${2:-60}"
 if [[ "$target" == all ]]; then selected=("${TARGETS[@]}"); else selected=("$target"); fi
 build
-failed=0
+passed=0 failed=0
 for t in "${selected[@]}"; do
-  run_one "$t" "$secs" || failed=1
+  if run_one "$t" "$secs"; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
-exit $failed
+echo "fuzz: $passed passed, $failed failed"
+[[ $failed -eq 0 ]]
