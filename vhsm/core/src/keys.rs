@@ -173,6 +173,13 @@ pub(crate) fn decode_info(bytes: &[u8]) -> Result<KeyInfo, Error> {
     for _ in 0..n {
         let k = r.str().map_err(bad)?.to_string();
         let v = r.str().map_err(bad)?.to_string();
+        // `encode_info` writes labels in map order, so keys are strictly increasing; anything
+        // else (a duplicate key would silently drop a label) is not a record we wrote.
+        if labels.last_key_value().is_some_and(|(last, _)| *last >= k) {
+            return Err(Error::Corruption(
+                "key record: labels out of order or duplicated".into(),
+            ));
+        }
         labels.insert(k, v);
     }
     r.finish().map_err(bad)?;
@@ -359,6 +366,48 @@ mod tests {
         );
         assert_eq!(id_of_storage_key(b"mat/x"), None);
         assert_eq!(id_of_storage_key(b"other/x"), None);
+    }
+
+    /// Found by the `key_record` fuzz target (fuzz/regressions/key_record/): labels
+    /// `owner`, `nerpose` decoded, then re-encoded in sorted order, so the stored bytes had a
+    /// second meaning; a duplicated label key was silently dropped. Both are `Corruption` now.
+    #[test]
+    fn unsorted_or_duplicate_labels_are_corruption() {
+        let crash: &[u8] = &[
+            0x01, 0x00, 0x00, 0x00, 0x05, b'k', b'e', b'y', b'-', b'1', 0x03, 0x01, 0x00, 0x00,
+            0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x01, 0x8b, 0xcf, 0x1b, 0x98, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x05, b'o', b'w', b'n',
+            b'e', b'r', 0x00, 0x00, 0x00, 0x06, b't', b'e', b'a', b'm', b'-', b'a', 0x00, 0x00,
+            0x00, 0x07, b'n', b'e', b'r', b'p', b'o', b's', b'e', 0x00, 0x00, 0x00, 0x03, b'x',
+            b'k', b's',
+        ];
+        assert!(matches!(decode_info(crash), Err(Error::Corruption(_))));
+
+        let mut dup = Writer::new();
+        dup.u8(RECORD_FORMAT)
+            .str("k")
+            .u8(UsageSet::ENCRYPT_DECRYPT.bits())
+            .u8(1)
+            .u32(1)
+            .u32(1)
+            .u64(0)
+            .u64(0)
+            .u8(1)
+            .u64(0)
+            .u32(2)
+            .str("a")
+            .str("x")
+            .str("a")
+            .str("y");
+        assert!(matches!(
+            decode_info(&dup.finish_public()),
+            Err(Error::Corruption(_))
+        ));
+
+        // Sorted labels still decode, and re-encode to the same bytes.
+        let good = encode_info(&info());
+        assert_eq!(encode_info(&decode_info(&good).unwrap()), good);
     }
 
     pub(crate) fn info() -> KeyInfo {

@@ -25,6 +25,9 @@ mod ceremony;
 mod codec;
 mod cryptoops;
 mod envelope;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz_api;
 mod header;
 mod invocations;
 mod keyops;

@@ -61,7 +61,8 @@ impl ShareFile {
         w.finish_public()
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The file's bytes (fields, nonce, ciphertext, checksum).
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = self.aad();
         out.extend_from_slice(&self.nonce);
         let mut w = Writer::new();
