@@ -147,17 +147,13 @@ impl Vhsm {
         if aad.len() > MAX_AAD_LEN {
             return Err(Error::TooLarge("aad"));
         }
-        let key = self.cached(id)?;
-        for usage in usages {
-            usable(&key, *usage)?;
-        }
+        let (key, material) = self.key_with_invocation(id, usages)?;
         let version = key.info.current_version;
-        let material = current_version_key(&key)?;
+        let material = &material;
         let mut metadata = Vec::with_capacity(METADATA_LEN);
         metadata.push(METADATA_FORMAT);
         metadata.extend_from_slice(&version.to_be_bytes());
         let gcm_aad = xks_gcm_aad(aad, &metadata).map_err(|_| Error::TooLarge("aad"))?;
-        self.spend_invocation(&key, material)?;
         let mut iv = [0u8; GCM_IV_LEN];
         self.rng.fill(&mut iv)?;
         let mut ciphertext = plaintext.to_vec();

@@ -446,6 +446,31 @@ impl Vhsm {
 }
 
 impl Vhsm {
+    /// The cached key `id` (allowing each of `usages`) and the version it encrypts under, with
+    /// one invocation of it spent. When the inline reservation was made on a newer cache entry
+    /// than the one looked up (a seal and unseal raced the call), looks the key up once more.
+    pub(crate) fn key_with_invocation(
+        &self,
+        id: &str,
+        usages: &[Usage],
+    ) -> Result<(std::sync::Arc<CachedKey>, std::sync::Arc<VersionKey>), Error> {
+        let mut attempts_left = 3;
+        loop {
+            attempts_left -= 1;
+            let key = self.cached(id)?;
+            for usage in usages {
+                usable(&key, *usage)?;
+            }
+            let vk = std::sync::Arc::clone(current_version_key(&key)?);
+            match self.spend_invocation(&key, &vk) {
+                Err(Error::NotServing(_))
+                    if attempts_left > 0 && self.options.gcm_reserve_inline => {}
+                Err(e) => return Err(e),
+                Ok(()) => return Ok((key, vk)),
+            }
+        }
+    }
+
     /// Spends one invocation of `vk`, the version `key` encrypts under. With nothing reserved
     /// and [`crate::types::Options::gcm_reserve_inline`], reserves a block first (a storage
     /// write on the caller's thread); otherwise `NotServing` (the daemon reserves ahead).
