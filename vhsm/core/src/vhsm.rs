@@ -471,7 +471,7 @@ impl Vhsm {
         self.ensure_selftest(&mut inner, actor)?;
         let mk = ceremony::master_from_passphrase(passphrase, &header)?;
         match ceremony::unwrap_root(&mk, &header) {
-            Some(root) => self.finish_unseal(&mut inner, root, actor),
+            Some(root) => self.finish_unseal(&mut inner, root, Vec::new(), actor),
             None => Err(self.reject(&mut inner, "unseal.rejected", actor)),
         }
     }
@@ -564,21 +564,30 @@ impl Vhsm {
             .map_err(|_| Error::Internal("share combination failed".into()))?;
         let mk = ceremony::master_from_secret(&secret)?;
         match ceremony::unwrap_root(&mk, &header) {
-            Some(root) => self.finish_unseal(&mut inner, root, actor),
+            Some(root) => {
+                // If the unseal cannot be committed, the earlier shares stay submitted (as when
+                // a non-final share's record fails), so this share can simply be resubmitted.
+                let mut keep = parts;
+                keep.pop();
+                self.finish_unseal(&mut inner, root, keep, actor)
+            }
             None => Err(self.reject(&mut inner, "unseal.rejected", actor)),
         }
     }
 
     /// The root key is recovered: verify, load, audit, then (only then) go Unsealed.
+    /// `keep`: the partial unseal to put back if the audit record cannot be committed (a
+    /// storage fault changes nothing, so the same call can be retried).
     fn finish_unseal(
         &self,
         inner: &mut Inner,
         root: SecretKey,
+        keep: Vec<Share>,
         actor: &str,
     ) -> Result<UnsealProgress, Error> {
         inner.partial.clear();
         if let Some(staged) = inner.staged.take() {
-            return self.finish_restore(inner, staged, root, actor);
+            return self.finish_restore(inner, staged, root, keep, actor);
         }
         let header = inner.header.clone().ok_or(Error::Uninitialized)?;
         header.verify(&root)?;
@@ -597,7 +606,10 @@ impl Vhsm {
             d,
             Some(&signer),
         );
-        self.storage.commit(batch, Durability::Flushed)?;
+        if let Err(e) = self.storage.commit(batch, Durability::Flushed) {
+            inner.partial = keep;
+            return Err(e.into());
+        }
         inner.audit_head = head;
         inner.limiter.reset();
         inner.unsealed = Some(Unsealed {
@@ -618,6 +630,7 @@ impl Vhsm {
         inner: &mut Inner,
         staged: Backup,
         root: SecretKey,
+        keep: Vec<Share>,
         actor: &str,
     ) -> Result<UnsealProgress, Error> {
         staged.verify(&root)?;
@@ -654,7 +667,12 @@ impl Vhsm {
             d,
             Some(&signer),
         );
-        self.storage.commit(batch, Durability::Flushed)?;
+        if let Err(e) = self.storage.commit(batch, Durability::Flushed) {
+            // Nothing was written: the backup stays staged so the unseal can be retried.
+            inner.staged = Some(staged);
+            inner.partial = keep;
+            return Err(e.into());
+        }
         inner.audit_head = head;
         inner.limiter.reset();
         inner.header = Some(staged.header.clone());
