@@ -103,20 +103,9 @@ impl Reserver {
             }
         }
         let _turn = self.one_at_a_time.lock().await;
-        let vhsm = Arc::clone(&self.vhsm);
-        let storage = self.cluster.as_ref().map(|(_, s)| Arc::clone(s));
-        let done = tokio::task::spawn_blocking(move || {
-            let attempt = || vhsm.reserve_pending(SWEEP_BATCH, include_unused, "system");
-            match storage {
-                Some(s) => {
-                    let rid = fresh_request_id()?;
-                    s.write(&rid, attempt, |r| matches!(r, Err(Error::Conflict { .. })))
-                }
-                None => attempt(),
-            }
-        })
-        .await
-        .unwrap_or_else(|_| Err(Error::Internal("reservation task failed".into())));
+        let done = self
+            .write(move |v| v.reserve_pending(SWEEP_BATCH, include_unused, "system"))
+            .await;
         match done {
             Ok(list) => {
                 let n = list.len();
@@ -148,22 +137,34 @@ impl Reserver {
         if self.vhsm.encrypt_readiness(id) == Readiness::Ready {
             return;
         }
+        let key = id.to_owned();
+        let done = self
+            .write(move |v| v.reserve_invocations(&key, "system"))
+            .await;
+        self.record(id, done);
+    }
+
+    /// Runs a reserving core call on the blocking pool, through the cluster under a fresh
+    /// request id (re-run after catching up if a concurrent write won).
+    async fn write<T: Send + 'static>(
+        &self,
+        attempt: impl Fn(&Vhsm) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let vhsm = Arc::clone(&self.vhsm);
         let storage = self.cluster.as_ref().map(|(_, s)| Arc::clone(s));
-        let key = id.to_owned();
-        let done = tokio::task::spawn_blocking(move || {
-            let attempt = || vhsm.reserve_invocations(&key, "system");
-            match storage {
-                Some(s) => {
-                    let rid = fresh_request_id()?;
-                    s.write(&rid, attempt, |r| matches!(r, Err(Error::Conflict { .. })))
-                }
-                None => attempt(),
+        tokio::task::spawn_blocking(move || match storage {
+            Some(s) => {
+                let rid = fresh_request_id()?;
+                s.write(
+                    &rid,
+                    || attempt(&vhsm),
+                    |r| matches!(r, Err(Error::Conflict { .. })),
+                )
             }
+            None => attempt(&vhsm),
         })
         .await
-        .unwrap_or_else(|_| Err(Error::Internal("reservation task failed".into())));
-        self.record(id, done);
+        .unwrap_or_else(|_| Err(Error::Internal("reservation task failed".into())))
     }
 
     fn record(&self, id: &str, done: Result<Option<Reservation>, Error>) {

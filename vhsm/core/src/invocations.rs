@@ -19,8 +19,9 @@ use crate::audit_log::details;
 use crate::codec::{Reader, Writer};
 use crate::cryptoops::{current_version_key, usable};
 use crate::error::Error;
+use crate::keyring::Keyring;
 use crate::keys::{CachedKey, VersionKey};
-use crate::storage::{Tree, WriteBatch};
+use crate::storage::{Storage, Tree, WriteBatch};
 use crate::types::Usage;
 use crate::vhsm::{Hot, Vhsm};
 
@@ -110,6 +111,20 @@ pub(crate) fn decode_reserved(bytes: &[u8]) -> Result<u64, Error> {
     let total = r.u64().map_err(bad)?;
     r.finish().map_err(bad)?;
     Ok(total)
+}
+
+/// The invocations reserved under one version, as stored (0 without a record).
+pub(crate) fn stored_reservations(
+    storage: &dyn Storage,
+    ring: &Keyring,
+    id: &str,
+    version: u32,
+) -> Result<u64, Error> {
+    let k = usage_key(id, version);
+    match storage.get(Tree::Keys, &k)? {
+        Some(v) => decode_reserved(&ring.open(Tree::Keys, &k, &v)?),
+        None => Ok(0),
+    }
 }
 
 /// One node's in-memory budget for one key version.
@@ -266,28 +281,13 @@ impl Vhsm {
             .versions
             .get(&version)
             .ok_or_else(|| Error::Internal("key version missing from cache".into()))?;
-        let limits = self.options.gcm;
-        if vk.budget.remaining() >= limits.low_water() {
+        if vk.budget.remaining() >= self.options.gcm.low_water() {
             return Ok(None);
         }
-        let k = usage_key(id, version);
-        let stored = match self.storage.get(Tree::Keys, &k)? {
-            Some(v) => decode_reserved(&unsealed.keyring.open(Tree::Keys, &k, &v)?)?,
-            None => 0,
-        };
-        vk.budget.observe_total(stored);
-        let total = vk.budget.reserved_total();
-        let granted = limits.block.min(limits.limit.saturating_sub(total));
-        if granted == 0 {
-            return Err(Error::KeyVersionExhausted(id.to_string()));
-        }
-        let reserved_total = total + granted;
         let mut batch = WriteBatch::new();
-        let sealed =
-            unsealed
-                .keyring
-                .seal(Tree::Keys, &k, &encode_reserved(reserved_total), &*self.rng)?;
-        batch.put(Tree::Keys, k, sealed);
+        let r = self
+            .queue_block(&mut batch, &unsealed.keyring, id, version, vk)?
+            .ok_or_else(|| Error::KeyVersionExhausted(id.to_string()))?;
         self.commit_audited(
             &mut inner,
             batch,
@@ -296,11 +296,36 @@ impl Vhsm {
             details([
                 ("key_id", id.to_string()),
                 ("version", version.to_string()),
-                ("reserved_total", reserved_total.to_string()),
-                ("limit", limits.limit.to_string()),
+                ("reserved_total", r.reserved_total.to_string()),
+                ("limit", r.limit.to_string()),
             ]),
         )?;
-        vk.budget.grant(granted, reserved_total);
+        vk.budget.grant(r.granted, r.reserved_total);
+        Ok(Some(r))
+    }
+
+    /// Queues the next block of `id`'s `version` (budget `vk`) into `batch`, from the stored
+    /// total; `None` if the version is at its limit. Granted only once the batch commits.
+    fn queue_block(
+        &self,
+        batch: &mut WriteBatch,
+        ring: &Keyring,
+        id: &str,
+        version: u32,
+        vk: &VersionKey,
+    ) -> Result<Option<Reservation>, Error> {
+        let limits = self.options.gcm;
+        vk.budget
+            .observe_total(stored_reservations(&*self.storage, ring, id, version)?);
+        let total = vk.budget.reserved_total();
+        let granted = limits.block.min(limits.limit.saturating_sub(total));
+        if granted == 0 {
+            return Ok(None);
+        }
+        let reserved_total = total + granted;
+        let k = usage_key(id, version);
+        let sealed = ring.seal(Tree::Keys, &k, &encode_reserved(reserved_total), &*self.rng)?;
+        batch.put(Tree::Keys, k, sealed);
         Ok(Some(Reservation {
             key_id: id.to_string(),
             version,
@@ -353,39 +378,13 @@ impl Vhsm {
         let mut batch = WriteBatch::new();
         let mut planned = Vec::with_capacity(wanted.len());
         for key in &wanted {
-            let id = &key.info.key_id;
-            let version = key.info.current_version;
             let vk = current_version_key(key)?;
-            let k = usage_key(id, version);
-            let stored = match self.storage.get(Tree::Keys, &k)? {
-                Some(v) => decode_reserved(&unsealed.keyring.open(Tree::Keys, &k, &v)?)?,
-                None => 0,
-            };
-            vk.budget.observe_total(stored);
-            let total = vk.budget.reserved_total();
-            let granted = limits.block.min(limits.limit.saturating_sub(total));
-            if granted == 0 {
-                continue;
+            let version = key.info.current_version;
+            if let Some(r) =
+                self.queue_block(&mut batch, &unsealed.keyring, &key.info.key_id, version, vk)?
+            {
+                planned.push((std::sync::Arc::clone(vk), r));
             }
-            let reserved_total = total + granted;
-            let sealed = unsealed.keyring.seal(
-                Tree::Keys,
-                &k,
-                &encode_reserved(reserved_total),
-                &*self.rng,
-            )?;
-            batch.put(Tree::Keys, k, sealed);
-            planned.push((
-                std::sync::Arc::clone(vk),
-                Reservation {
-                    key_id: id.clone(),
-                    version,
-                    granted,
-                    reserved_total,
-                    limit: limits.limit,
-                    warning: limits.warns_at(reserved_total),
-                },
-            ));
         }
         if planned.is_empty() {
             return Ok(Vec::new());

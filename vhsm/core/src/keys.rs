@@ -14,7 +14,7 @@ use crate::codec::{Reader, Writer};
 use crate::crypto::{GcmKey, SecretKey};
 use crate::env::RandomSource;
 use crate::error::Error;
-use crate::invocations::{decode_reserved, usage_key, InvocationBudget};
+use crate::invocations::{stored_reservations, usage_key, InvocationBudget};
 use crate::keyring::Keyring;
 use crate::storage::{Storage, Tree, WriteBatch};
 use crate::types::{is_valid_key_id, KeyInfo, KeyOrigin, KeyState, NewKey, UsageSet};
@@ -230,20 +230,6 @@ pub(crate) fn put_material(
     let v = ring.seal(Tree::Keys, &k, secret.expose(), rng)?;
     batch.put(Tree::Keys, k, v);
     Ok(())
-}
-
-/// The invocations reserved under one version, as stored (0 without a record).
-fn stored_reservations(
-    storage: &dyn Storage,
-    ring: &Keyring,
-    id: &str,
-    version: u32,
-) -> Result<u64, Error> {
-    let k = usage_key(id, version);
-    match storage.get(Tree::Keys, &k)? {
-        Some(v) => decode_reserved(&ring.open(Tree::Keys, &k, &v)?),
-        None => Ok(0),
-    }
 }
 
 /// Authenticates one stored metadata record (stored under `k`) and loads its material. The
