@@ -227,6 +227,14 @@ fn classify(reason: Reason, code: tonic::Code, retry_ms: u64) -> (ExitKind, Opti
         | Reason::TooLarge
         | Reason::InvalidCiphertext
         | Reason::Internal => (ExitKind::Usage, None),
+        Reason::StorageFailed => (
+            ExitKind::Unreachable,
+            Some("the node's storage failed a write (disk full or an I/O error): it sealed itself and exits; free space or fix the disk, let it restart, and unseal it (docs/reliability.md, \"Fail-stop\")".into()),
+        ),
+        Reason::AuditMismatch => (
+            ExitKind::Integrity,
+            Some("the audit log on disk does not continue its last signed record: records were removed or forged while sealed; see the runbook in docs/runbook-ceremonies.md (\"Audit anchor mismatch\")".into()),
+        ),
         Reason::NotServing => (
             ExitKind::Unreachable,
             Some("this node cannot serve now (no read lease, or a witness): see `vhsm-admin cluster status`".into()),

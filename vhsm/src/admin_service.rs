@@ -353,7 +353,9 @@ impl Admin for AdminService {
     ) -> Result<Response<UnsealResponse>, Status> {
         self.d
             .call(request, Method::ResetUnseal, "", |v, c, _| {
-                Ok(unseal_response(v.reset_unseal(&c.identity)))
+                v.reset_unseal(&c.identity)
+                    .map(unseal_response)
+                    .map_err(err)
             })
             .await
     }

@@ -60,6 +60,9 @@ pub struct Config {
     /// Key lifecycle settings.
     #[serde(default)]
     pub keys: KeysConfig,
+    /// Audit log settings.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -167,6 +170,38 @@ pub struct RolesConfig {
     /// Names granted the `peer` role (the other nodes of the cluster; Raft traffic only).
     #[serde(default)]
     pub peer: Vec<String>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// What an unseal does when the audit log does not continue its sealed anchor (records
+    /// cut, rewritten or forged while sealed): `refuse` (default) or `alarm` (unseal and record
+    /// a signed `audit.anchor_mismatch`; for recovery after an investigation).
+    #[serde(default)]
+    pub on_anchor_mismatch: OnAnchorMismatch,
+}
+
+/// `[audit] on_anchor_mismatch`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnAnchorMismatch {
+    /// Refuse to unseal.
+    #[default]
+    Refuse,
+    /// Unseal and record the mismatch.
+    Alarm,
+}
+
+impl OnAnchorMismatch {
+    /// The core's policy.
+    pub fn policy(self) -> vhsm_core::AnchorMismatch {
+        match self {
+            OnAnchorMismatch::Refuse => vhsm_core::AnchorMismatch::Refuse,
+            OnAnchorMismatch::Alarm => vhsm_core::AnchorMismatch::Alarm,
+        }
+    }
 }
 
 /// `[seal]`.
@@ -715,6 +750,26 @@ auditor = ["auditor"]
         assert!(matches!(err, ConfigError::Parse(_)));
         let c = Config::parse(&format!("{text}\n[log]\nformat = \"json\"\n")).unwrap();
         assert_eq!(c.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn audit_anchor_mismatch_policy_parses_and_defaults_to_refuse() {
+        let (_d, text) = with_files();
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.audit.on_anchor_mismatch, OnAnchorMismatch::Refuse);
+        let c = Config::parse(&format!(
+            "{text}\n[audit]\non_anchor_mismatch = \"alarm\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.audit.on_anchor_mismatch.policy(),
+            vhsm_core::AnchorMismatch::Alarm
+        );
+        let err = Config::parse(&format!(
+            "{text}\n[audit]\non_anchor_mismatch = \"ignore\"\n"
+        ))
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)));
     }
 
     #[test]

@@ -355,7 +355,11 @@ impl Dispatcher {
 pub fn core_status(err: &Error) -> Status {
     if matches!(
         err.reason(),
-        Reason::Internal | Reason::Corruption | Reason::SelfTestFailed
+        Reason::Internal
+            | Reason::Corruption
+            | Reason::SelfTestFailed
+            | Reason::StorageFailed
+            | Reason::AuditMismatch
     ) {
         tracing::error!(error = %err, "internal failure");
     }

@@ -33,6 +33,8 @@ pub fn code_and_reason(reason: Reason) -> (Code, WireReason) {
         Reason::Corruption => (Code::Internal, WireReason::Corruption),
         Reason::SelfTestFailed => (Code::Internal, WireReason::SelfTestFailed),
         Reason::Internal => (Code::Internal, WireReason::Internal),
+        Reason::StorageFailed => (Code::Unavailable, WireReason::StorageFailed),
+        Reason::AuditMismatch => (Code::DataLoss, WireReason::AuditMismatch),
         Reason::NotServing => (Code::Unavailable, WireReason::NotServing),
         Reason::Conflict => (Code::Aborted, WireReason::Conflict),
         Reason::AlreadyApplied => (Code::AlreadyExists, WireReason::AlreadyApplied),

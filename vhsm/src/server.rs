@@ -54,6 +54,9 @@ pub enum ServeError {
     /// The core refused to open the store.
     #[error("cannot open the vhsm core: {0}")]
     Core(vhsm_core::Error),
+    /// A storage write failed: the core sealed itself and the daemon stopped (fail-stop).
+    #[error("fail-stop after a storage failure (restart to recover from what is on disk): {0}")]
+    StorageFailed(String),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -109,6 +112,7 @@ pub fn core_options(config: &Config) -> Options {
         gcm: config.keys.gcm_limits(),
         // The dispatcher reserves ahead (encrypts run on async workers).
         gcm_reserve_inline: false,
+        audit_anchor_mismatch: config.audit.on_anchor_mismatch.policy(),
         ..Options::default()
     };
     if config.dev.insecure_fast_kdf {
@@ -302,10 +306,18 @@ impl Daemon {
             let _ = rx.wait_for(|s| *s).await;
         };
         let signal_tx = Arc::clone(&stop_tx);
+        let failing = (Arc::clone(&vhsm), Arc::clone(&node));
         let signal = async move {
             tokio::select! {
                 () = shutdown => {}
                 () = signal_tx.closed() => {}
+                why = storage_failed(&failing.0, &failing.1) => {
+                    tracing::error!(
+                        error = %why,
+                        "fail-stop: a storage write failed; the store sealed itself and vhsmd \
+                         exits so it restarts from what is on disk"
+                    );
+                }
             }
             signal_tx.send_replace(true);
         };
@@ -345,6 +357,7 @@ impl Daemon {
         // Sealing writes its audit record through the cluster: off the async workers.
         let sealing = Arc::clone(&vhsm);
         let _ = tokio::task::spawn_blocking(move || seal_for_shutdown(&sealing)).await;
+        let fatal = node.fatal().map(|f| format!("replicated store: {f}"));
         node.shutdown().await;
         lease.abort();
         reload.abort();
@@ -357,6 +370,9 @@ impl Daemon {
         drop(node);
         if let Err(e) = storage.flush() {
             tracing::error!(error = %e, "flushing the store at shutdown failed");
+        }
+        if let Some(why) = vhsm.storage_failure().or(fatal) {
+            return Err(ServeError::StorageFailed(why));
         }
         served?;
         Ok(())
@@ -457,6 +473,24 @@ where
     Daemon::open(config).await?.run(listener, shutdown).await
 }
 
+/// How often the daemon checks whether the core stopped on a storage failure.
+const FAIL_STOP_POLL: Duration = Duration::from_millis(200);
+
+/// Resolves once the core stopped on a failed storage write, or the Raft core stopped on a
+/// failed log or state-machine write (fail-stop), with why.
+async fn storage_failed(vhsm: &Vhsm, node: &ClusterNode) -> String {
+    let mut tick = tokio::time::interval(FAIL_STOP_POLL);
+    loop {
+        tick.tick().await;
+        if let Some(why) = vhsm.storage_failure() {
+            return why;
+        }
+        if let Some(why) = node.fatal() {
+            return format!("replicated store: {why}");
+        }
+    }
+}
+
 fn seal_for_shutdown(vhsm: &Vhsm) {
     if vhsm.status().seal_state != SealState::Unsealed {
         return;
@@ -505,6 +539,7 @@ min_deletion_waiting_days = 3
         assert_eq!(o.partial_unseal_timeout_ms, 30_000);
         assert_eq!(o.rekey_staging_ttl_ms, 900_000);
         assert_eq!(o.min_deletion_waiting_days, 3);
+        assert_eq!(o.audit_anchor_mismatch, vhsm_core::AnchorMismatch::Refuse);
         o.validate().unwrap();
     }
 

@@ -86,6 +86,20 @@ impl Storage for SledStorage {
             .collect()
     }
 
+    fn last_key(&self, tree: Tree) -> Result<Option<Vec<u8>>, StorageError> {
+        let strip = tree.name().len() + 1;
+        match self.db.scan_prefix(prefixed(tree, b"")).next_back() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, _) = kv.map_err(map_err)?;
+                let key = k
+                    .get(strip..)
+                    .ok_or_else(|| StorageError::Corrupt("short key in scan".to_owned()))?;
+                Ok(Some(key.to_vec()))
+            }
+        }
+    }
+
     fn commit(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError> {
         let mut b = sled::Batch::default();
         for op in batch.into_ops() {

@@ -258,11 +258,16 @@ enum Failure {
 fn classify(status: &tonic::Status) -> Failure {
     let reason = vhsm_proto::reason_of(status);
     match (status.code(), reason) {
-        // This node cannot answer for the cluster now (sealed, no read lease, no quorum):
-        // another node may.
-        (_, Reason::Sealed | Reason::Uninitialized | Reason::NotServing | Reason::NoQuorum) => {
-            Failure::NextNode(VhsmError::Rejected(reason))
-        }
+        // This node cannot answer for the cluster now (sealed, no read lease, no quorum, its
+        // storage failed and it is stopping): another node may.
+        (
+            _,
+            Reason::Sealed
+            | Reason::Uninitialized
+            | Reason::NotServing
+            | Reason::NoQuorum
+            | Reason::StorageFailed,
+        ) => Failure::NextNode(VhsmError::Rejected(reason)),
         (tonic::Code::DeadlineExceeded, _) => Failure::NextNode(VhsmError::Timeout),
         (_, Reason::Unspecified) => match status.code() {
             // Transport errors surface as UNAVAILABLE/UNKNOWN/CANCELLED without a reason detail.

@@ -38,6 +38,15 @@ pub enum VerifyError {
         /// Sequence number of the record.
         seq: u64,
     },
+    /// An unsigned record of an event that only happens while the store is unsealed (when the
+    /// signing key is in memory): forged, or its signature was stripped.
+    #[error("record seq {seq}: event {event} must be signed")]
+    UnsignedEvent {
+        /// Sequence number of the record.
+        seq: u64,
+        /// Its event name.
+        event: String,
+    },
     /// The log ends before the expected head.
     #[error("log ends at seq {found} but the expected head is seq {expected}")]
     Truncated {

@@ -15,4 +15,4 @@ mod verify;
 pub use error::{AuditError, VerifyError};
 pub use fingerprint::public_key_fingerprint;
 pub use record::{parse_log, AuditRecord, CANONICAL_PREFIX, GENESIS_PREV_HASH};
-pub use verify::{verify_chain, verify_suffix, Verified};
+pub use verify::{may_be_unsigned, verify_chain, verify_suffix, Verified, UNSIGNED_EVENTS};

@@ -4,6 +4,22 @@ use ed25519_dalek::VerifyingKey;
 
 use crate::{AuditRecord, VerifyError, GENESIS_PREV_HASH};
 
+/// The events a sealed node can record. The audit signing key is in memory only while the
+/// store is unsealed, so these are the only records that may lack a signature; every other
+/// event happens only while unsealed and an unsigned one is a forgery.
+pub const UNSIGNED_EVENTS: [&str; 5] = [
+    "unseal.rejected",
+    "unseal.share_accepted",
+    "unseal.reset",
+    "access.denied",
+    "selftest.failed",
+];
+
+/// True if `event` may be recorded without a signature (see [`UNSIGNED_EVENTS`]).
+pub fn may_be_unsigned(event: &str) -> bool {
+    UNSIGNED_EVENTS.contains(&event)
+}
+
 /// Summary of a log that verified.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
@@ -21,8 +37,9 @@ pub struct Verified {
 }
 
 /// Verifies a whole log from seq 1: sequence numbers contiguous from 1, each `prev_hash`
-/// links to the previous record (the first to [`GENESIS_PREV_HASH`]), and every present
-/// signature verifies under `public_key`. An unsigned record is covered by the next signed
+/// links to the previous record (the first to [`GENESIS_PREV_HASH`]), every present
+/// signature verifies under `public_key`, and only [`UNSIGNED_EVENTS`] lack one. An unsigned
+/// record is covered by the next signed
 /// record through the hash chain; unsigned records after the last signed one are counted in
 /// [`Verified::unsigned_tail`]. With `expected_head = Some((seq, hash))` (for instance from
 /// `vhsm status`), a log that stops before `seq`, or whose record `seq` has another hash, is
@@ -73,6 +90,11 @@ pub fn verify_suffix(
             }
             signed += 1;
             covered = position + 1;
+        } else if !may_be_unsigned(&record.event) {
+            return Err(VerifyError::UnsignedEvent {
+                seq: record.seq,
+                event: record.event.clone(),
+            });
         }
         prev = record.hash_hex();
     }
@@ -161,7 +183,9 @@ mod tests {
                 .map_or(GENESIS_PREV_HASH.to_string(), |r| r.hash_hex());
             let mut details = BTreeMap::new();
             details.insert("key_id".to_string(), format!("k{seq}"));
-            let mut rec = AuditRecord::new(seq, prev, 1_000 + seq, *event, "admin", details);
+            // Unsigned records are what a sealed node writes.
+            let event = if sign(seq) { event } else { "unseal.rejected" };
+            let mut rec = AuditRecord::new(seq, prev, 1_000 + seq, event, "admin", details);
             if sign(seq) {
                 rec.sign(&key);
             }
@@ -404,11 +428,39 @@ mod tests {
     }
 
     #[test]
-    fn stripping_a_signature_is_reported_as_unsigned_tail() {
-        let mut records = chain();
-        records[5].signature = None;
+    fn stripping_a_signature_off_an_unsealed_event_is_refused() {
+        for target in 0..EVENTS.len() {
+            let mut records = chain();
+            records[target].signature = None;
+            let seq = target as u64 + 1;
+            assert_eq!(
+                verify_chain(&records, &pk(), None).unwrap_err(),
+                VerifyError::UnsignedEvent {
+                    seq,
+                    event: EVENTS[target].to_string()
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn an_unsigned_sealed_event_in_the_tail_is_reported_as_unsigned_tail() {
+        let mut records = chain_with(|seq| seq != 6);
         let v = verify_chain(&records, &pk(), None).unwrap();
         assert_eq!((v.signed, v.unsigned_tail), (5, 1));
+        // A forged unsigned record of an event that needs the key is refused.
+        records[5].event = "key.destroy".into();
+        assert_eq!(
+            verify_chain(&records, &pk(), None).unwrap_err(),
+            VerifyError::UnsignedEvent {
+                seq: 6,
+                event: "key.destroy".into()
+            }
+        );
+        for event in UNSIGNED_EVENTS {
+            assert!(may_be_unsigned(event));
+        }
+        assert!(!may_be_unsigned("seal") && !may_be_unsigned("unseal"));
     }
 
     #[test]

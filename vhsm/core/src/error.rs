@@ -66,6 +66,10 @@ pub enum Reason {
     InvalidBackup,
     /// Any other internal failure.
     Internal,
+    /// A storage write failed: the node sealed itself and must be restarted (fail-stop).
+    StorageFailed,
+    /// The audit log does not continue its sealed anchor: the unseal was refused.
+    AuditMismatch,
 }
 
 /// Every failure of the core. One variant per stable [`Reason`] (plus [`Error::WeakKdf`],
@@ -163,6 +167,15 @@ pub enum Error {
     /// Storage, randomness or another internal failure.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A storage write failed (I/O error, disk full, failed flush). What is on disk may differ
+    /// from what this process holds, so it sealed itself and refuses every change until it is
+    /// restarted and unsealed from what is on disk (fail-stop).
+    #[error("storage failed a write; this node sealed itself and must be restarted: {0}")]
+    StorageFailed(String),
+    /// At unseal the stored audit log did not continue the sealed anchor (its newest signed
+    /// record): records were cut, rewritten or forged. The message names seqs only.
+    #[error("the audit log does not continue its sealed anchor: {0}")]
+    AuditMismatch(String),
     /// This node holds no read lease of the replicated store and may not serve crypto.
     #[error("this node is not serving: {0}")]
     NotServing(String),
@@ -208,6 +221,8 @@ impl Error {
             Error::SelfTestFailed(_) => Reason::SelfTestFailed,
             Error::InvalidBackup(_) => Reason::InvalidBackup,
             Error::Internal(_) => Reason::Internal,
+            Error::StorageFailed(_) => Reason::StorageFailed,
+            Error::AuditMismatch(_) => Reason::AuditMismatch,
             Error::NotServing(_) => Reason::NotServing,
             Error::Conflict { .. } => Reason::Conflict,
             Error::AlreadyApplied => Reason::AlreadyApplied,

@@ -57,9 +57,10 @@ pub use storage::{
     Changes, Durability, MemoryStorage, Storage, StorageError, Tree, WriteBatch, WriteOp,
 };
 pub use types::{
-    is_valid_key_id, DecryptInput, EncryptOutput, EncryptedShare, ImportKey, InitOutcome,
-    InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth, RekeyCommitted,
-    RekeyStaged, SealState, SecretBytes, Status, UnsealMode, UnsealProgress, Usage, UsageSet,
+    is_valid_key_id, AnchorMismatch, DecryptInput, EncryptOutput, EncryptedShare, ImportKey,
+    InitOutcome, InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth,
+    RekeyCommitted, RekeyStaged, SealState, SecretBytes, Status, UnsealMode, UnsealProgress, Usage,
+    UsageSet,
 };
 pub use vhsm::{Vhsm, MAX_AUDIT_PAGE};
 pub use vhsm_audit::AuditRecord;

@@ -67,7 +67,11 @@ impl Vhsm {
         let Some(unsealed) = inner.unsealed.as_mut() else {
             return Ok(());
         };
-        if changes.touches(Tree::Keyring) || changes.touches(Tree::Meta) {
+        // The audit anchor moves with every signed record and is read only at unseal; any other
+        // Meta record (the signing seed) or a keyring term means reloading every secret.
+        if changes.touches(Tree::Keyring)
+            || changes.touches_other_than(Tree::Meta, audit_log::ANCHOR_KEY)
+        {
             let header = inner.header.clone().ok_or(Error::Uninitialized)?;
             let (keyring, signer, all) = load_secrets(&*self.storage, &unsealed.root, &header)?;
             unsealed.keyring = keyring;

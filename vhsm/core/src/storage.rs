@@ -207,6 +207,14 @@ impl Changes {
         }
     }
 
+    /// True if `tree` may have changed at a key other than `key`.
+    pub fn touches_other_than(&self, tree: Tree, key: &[u8]) -> bool {
+        match self {
+            Changes::All => true,
+            Changes::Keys(k) => k.iter().any(|(t, k)| *t == tree && k != key),
+        }
+    }
+
     /// The (tree, key) pairs that changed (all of a batch's writes).
     pub fn of_batch(batch: &WriteBatch) -> Changes {
         Changes::Keys(
@@ -232,6 +240,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Applies every write of the batch atomically; `Durability::Flushed` returns only after the
     /// data is on stable storage (fsync), `Durability::Buffered` may return before.
     fn commit(&self, batch: WriteBatch, durability: Durability) -> Result<(), StorageError>;
+    /// The greatest key of `tree`, if any. The default scans the whole tree; backends with
+    /// ordered iteration override it.
+    fn last_key(&self, tree: Tree) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.scan_prefix(tree, b"")?.pop().map(|(k, _)| k))
+    }
 }
 
 type TreeMap = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -323,6 +336,11 @@ impl Storage for MemoryStorage {
             .unwrap_or_default())
     }
 
+    fn last_key(&self, tree: Tree) -> Result<Option<Vec<u8>>, StorageError> {
+        let trees = self.trees.read().map_err(|_| poisoned())?;
+        Ok(trees.get(&tree).and_then(|m| m.keys().next_back().cloned()))
+    }
+
     fn commit(&self, batch: WriteBatch, _durability: Durability) -> Result<(), StorageError> {
         {
             let mut fail = self.fail_commits.write().map_err(|_| poisoned())?;
@@ -372,6 +390,15 @@ mod tests {
         assert_eq!(s.get(Tree::Keys, b"a").unwrap(), None);
         s.commit(b, Durability::Flushed).unwrap();
         assert_eq!(s.get(Tree::Keys, b"a").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn changes_name_what_they_touch() {
+        let c = Changes::Keys(vec![(Tree::Meta, b"audit-anchor".to_vec())]);
+        assert!(c.touches(Tree::Meta) && !c.touches(Tree::Keys));
+        assert!(!c.touches_other_than(Tree::Meta, b"audit-anchor"));
+        assert!(c.touches_other_than(Tree::Meta, b"audit-signing-seed"));
+        assert!(Changes::All.touches_other_than(Tree::Meta, b"audit-anchor"));
     }
 
     #[test]

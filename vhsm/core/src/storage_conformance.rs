@@ -30,6 +30,7 @@ pub fn run_all(storage: &dyn Storage) {
     prefix_isolation_across_trees(storage);
     batch_applies_all_in_order(storage);
     buffered_commit_is_visible(storage);
+    last_key_per_tree(storage);
     cleanup(storage);
 }
 
@@ -195,6 +196,32 @@ pub fn buffered_commit_is_visible(s: &dyn Storage) {
         s.get(Tree::Meta, b"buffered").unwrap().as_deref(),
         Some(&b"yes"[..])
     );
+}
+
+/// `last_key` is the greatest key of its own tree only, and follows deletes.
+pub fn last_key_per_tree(s: &dyn Storage) {
+    let mut b = WriteBatch::new();
+    for (k, _) in s.scan_prefix(Tree::Audit, b"").unwrap() {
+        b.delete(Tree::Audit, k);
+    }
+    for seq in [1u64, 2, 300, 7] {
+        b.put(Tree::Audit, seq.to_be_bytes().to_vec(), b"r".to_vec());
+    }
+    b.put(Tree::Meta, b"zzzz".to_vec(), b"m".to_vec());
+    s.commit(b, Durability::Flushed).unwrap();
+    let last = |t| s.last_key(t).unwrap();
+    assert_eq!(last(Tree::Audit), Some(300u64.to_be_bytes().to_vec()));
+    assert_eq!(last(Tree::Meta), Some(b"zzzz".to_vec()));
+    let mut b = WriteBatch::new();
+    b.delete(Tree::Audit, 300u64.to_be_bytes().to_vec());
+    s.commit(b, Durability::Flushed).unwrap();
+    assert_eq!(last(Tree::Audit), Some(7u64.to_be_bytes().to_vec()));
+    let mut b = WriteBatch::new();
+    for seq in [1u64, 2, 7] {
+        b.delete(Tree::Audit, seq.to_be_bytes().to_vec());
+    }
+    s.commit(b, Durability::Flushed).unwrap();
+    assert_eq!(last(Tree::Audit), None);
 }
 
 /// Deletes everything the suite wrote (one batch) and checks the backend is empty again.

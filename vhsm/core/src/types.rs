@@ -443,6 +443,31 @@ pub struct Options {
     /// (a storage write). True for library use; vhsmd turns it off and reserves ahead from its
     /// dispatcher, because its encrypts run on async workers that must not wait for a write.
     pub gcm_reserve_inline: bool,
+    /// What an unseal does when the audit log does not continue its sealed anchor.
+    pub audit_anchor_mismatch: AnchorMismatch,
+}
+
+/// What an unseal does when the stored audit log does not continue the sealed anchor (the
+/// newest signed record): records were cut, rewritten or forged while the store was sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnchorMismatch {
+    /// Refuse to unseal (`Error::AuditMismatch`); nothing is written. The default.
+    #[default]
+    Refuse,
+    /// Unseal anyway and record a signed `audit.anchor_mismatch` event saying what was found,
+    /// so the break stays visible in the log (recovery after an investigation).
+    Alarm,
+}
+
+impl AnchorMismatch {
+    /// The config spelling: `refuse` or `alarm`.
+    pub fn parse(s: &str) -> Option<AnchorMismatch> {
+        match s {
+            "refuse" => Some(AnchorMismatch::Refuse),
+            "alarm" => Some(AnchorMismatch::Alarm),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Options {
@@ -459,6 +484,7 @@ impl Default for Options {
             inject_selftest_failure: false,
             gcm: crate::invocations::GcmLimits::default(),
             gcm_reserve_inline: true,
+            audit_anchor_mismatch: AnchorMismatch::Refuse,
         }
     }
 }

@@ -6,17 +6,19 @@
 //! audit appends); the crypto hot path takes only a read lock on `hot` (the key cache) and does
 //! no storage I/O. Lock order is always `inner` then `hot`. Every state change is committed
 //! with `Durability::Flushed` together with its audit record in one batch, and memory is
-//! changed only after the commit succeeded.
+//! changed only after the commit succeeded. A commit that fails with an I/O error or
+//! corruption is fail-stop: the facade seals itself and refuses everything until the process
+//! restarts from what is on disk ([`Vhsm::storage_failure`]).
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use ed25519_dalek::SigningKey;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use crate::audit_log::{self, details, AuditHead};
+use crate::audit_log::{self, details, AuditHead, Sealer, Tail};
 use crate::backup::{self, Backup};
 use crate::ceremony;
 use crate::crypto::{ct_eq, SecretKey, KEY_LEN};
@@ -29,10 +31,14 @@ use crate::limiter::Limiter;
 use crate::selftest;
 use crate::shamir::{self, Share};
 use crate::share::ShareFile;
-use crate::storage::{Durability, MemoryStorage, Storage, Tree, WriteBatch};
+use crate::storage::{Durability, MemoryStorage, Storage, StorageError, Tree, WriteBatch};
 use crate::types::{
-    InitOutcome, InitRequest, Options, SealState, Status, UnsealMode, UnsealProgress,
+    AnchorMismatch, InitOutcome, InitRequest, Options, SealState, Status, UnsealMode,
+    UnsealProgress,
 };
+
+/// One audit event to append: its name and details.
+type AuditEvent = (&'static str, std::collections::BTreeMap<String, String>);
 
 /// Meta-tree key of the sealed audit signing (Ed25519) seed.
 pub(crate) const SIGNING_SEED_KEY: &[u8] = b"audit-signing-seed";
@@ -44,6 +50,17 @@ pub(crate) struct Unsealed {
     pub(crate) root: SecretKey,
     pub(crate) keyring: Keyring,
     pub(crate) signer: SigningKey,
+}
+
+impl Unsealed {
+    /// Signs audit records and moves the anchor.
+    pub(crate) fn sealer<'a>(&'a self, rng: &'a dyn RandomSource) -> Sealer<'a> {
+        Sealer {
+            key: &self.signer,
+            ring: &self.keyring,
+            rng,
+        }
+    }
 }
 
 /// An import key waiting to be used.
@@ -80,6 +97,8 @@ pub struct Vhsm {
     pub(crate) options: Options,
     pub(crate) inner: Mutex<Inner>,
     pub(crate) hot: RwLock<Hot>,
+    /// Set once by a failed commit (fail-stop): why. Every later `lock` refuses.
+    pub(crate) stopped: OnceLock<String>,
 }
 
 impl fmt::Debug for Vhsm {
@@ -178,12 +197,47 @@ impl Vhsm {
                 selftest_ok: false,
                 imports: HashMap::new(),
             }),
+            stopped: OnceLock::new(),
             hot: RwLock::new(hot),
         })
     }
 
+    /// The state-change lock; refused for good once a commit failed (fail-stop).
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Inner>, Error> {
-        self.inner.lock().map_err(|_| poisoned())
+        let inner = self.inner.lock().map_err(|_| poisoned())?;
+        if let Some(why) = self.stopped.get() {
+            return Err(Error::StorageFailed(why.clone()));
+        }
+        Ok(inner)
+    }
+
+    /// Why the facade stopped, once a commit failed with an I/O error or corruption: the
+    /// process must restart (vhsmd exits) and unseal from what is on disk. Never waits for a
+    /// lock.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.stopped.get().cloned()
+    }
+
+    /// Commits `batch` flushed. An I/O error or corruption may have left the batch applied (a
+    /// failed fsync) or half-known: the facade stops here (fail-stop) rather than go on with
+    /// state that may differ from the disk. Other errors (conflict, no quorum) change nothing.
+    pub(crate) fn commit_flushed(&self, inner: &mut Inner, batch: WriteBatch) -> Result<(), Error> {
+        match self.storage.commit(batch, Durability::Flushed) {
+            Ok(()) => Ok(()),
+            Err(e @ (StorageError::Io(_) | StorageError::Corrupt(_))) => {
+                let why = e.to_string();
+                let _ = self.stopped.set(why.clone());
+                inner.unsealed = None;
+                inner.imports.clear();
+                inner.partial.clear();
+                inner.staged = None;
+                if inner.header.is_some() {
+                    self.set_hot(Hot::Sealed);
+                }
+                Err(Error::StorageFailed(why))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(crate) fn set_hot(&self, hot: Hot) {
@@ -225,13 +279,21 @@ impl Vhsm {
         events: Vec<(&str, std::collections::BTreeMap<String, String>)>,
         actor: &str,
     ) -> Result<u64, Error> {
-        let signer = inner.unsealed.as_ref().map(|u| &u.signer);
+        let sealer = inner.unsealed.as_ref().map(|u| u.sealer(&*self.rng));
         let now = self.clock.now_ms();
         let mut head = inner.audit_head.clone();
         for (event, details) in events {
-            head = audit_log::append(&mut batch, &head, now, event, actor, details, signer);
+            head = audit_log::append(
+                &mut batch,
+                &head,
+                now,
+                event,
+                actor,
+                details,
+                sealer.as_ref(),
+            )?;
         }
-        self.storage.commit(batch, Durability::Flushed)?;
+        self.commit_flushed(inner, batch)?;
         let seq = head.seq;
         inner.audit_head = head;
         Ok(seq)
@@ -367,6 +429,12 @@ impl Vhsm {
         let fingerprint = vhsm_audit::public_key_fingerprint(&public);
         d.insert("store_id".to_string(), header.store_id_hex());
         d.insert("audit_key_fingerprint".to_string(), fingerprint.clone());
+        d.insert(audit_log::ANCHORED_DETAIL.to_string(), "1".to_string());
+        let sealer = Sealer {
+            key: &signer,
+            ring: &ring,
+            rng,
+        };
         let head = audit_log::append(
             &mut batch,
             &inner.audit_head,
@@ -374,9 +442,9 @@ impl Vhsm {
             "init",
             actor,
             d,
-            Some(&signer),
-        );
-        self.storage.commit(batch, Durability::Flushed)?;
+            Some(&sealer),
+        )?;
+        self.commit_flushed(&mut inner, batch)?;
         inner.audit_head = head;
         let outcome = InitOutcome {
             store_id: header.store_id_hex(),
@@ -592,23 +660,29 @@ impl Vhsm {
         let header = inner.header.clone().ok_or(Error::Uninitialized)?;
         header.verify(&root)?;
         let (keyring, signer, keys) = load_secrets(&*self.storage, &root, &header)?;
-        let mut batch = WriteBatch::new();
-        let d = details([
-            ("mode", header.mode.as_str().to_string()),
-            ("key_count", keys.len().to_string()),
-        ]);
-        let head = audit_log::append(
-            &mut batch,
-            &inner.audit_head,
-            self.clock.now_ms(),
+        let anchor = audit_log::read_anchor(&*self.storage, &keyring)?;
+        let tail =
+            audit_log::check_tail(&*self.storage, anchor.as_ref(), &header.audit_public_key)?;
+        let (head, mut events) = self.tail_events(tail, anchor.as_ref())?;
+        events.push((
             "unseal",
-            actor,
-            d,
-            Some(&signer),
-        );
-        if let Err(e) = self.storage.commit(batch, Durability::Flushed) {
-            inner.partial = keep;
-            return Err(e.into());
+            details([
+                ("mode", header.mode.as_str().to_string()),
+                ("key_count", keys.len().to_string()),
+            ]),
+        ));
+        let sealer = Sealer {
+            key: &signer,
+            ring: &keyring,
+            rng: &*self.rng,
+        };
+        let mut batch = WriteBatch::new();
+        let head = self.append_all(&mut batch, head, events, actor, &sealer)?;
+        if let Err(e) = self.commit_flushed(inner, batch) {
+            if self.stopped.get().is_none() {
+                inner.partial = keep;
+            }
+            return Err(e);
         }
         inner.audit_head = head;
         inner.limiter.reset();
@@ -623,6 +697,59 @@ impl Vhsm {
             progress: 0,
             threshold: header.threshold,
         })
+    }
+
+    /// What the unseal records about the log it found (and the head to continue from):
+    /// nothing for a tail that verifies, the anchor's creation for a store from before
+    /// anchoring, and per [`Options::audit_anchor_mismatch`] a refusal or a signed alarm for
+    /// one that does not verify.
+    fn tail_events(
+        &self,
+        tail: Tail,
+        anchor: Option<&AuditHead>,
+    ) -> Result<(AuditHead, Vec<AuditEvent>), Error> {
+        match tail {
+            Tail::Verified {
+                head,
+                checked,
+                legacy,
+            } => {
+                let events = if legacy {
+                    let d = details([("verified_records", checked.to_string())]);
+                    vec![(audit_log::ANCHOR_CREATED_EVENT, d)]
+                } else {
+                    Vec::new()
+                };
+                Ok((head, events))
+            }
+            Tail::Mismatch { head, problem } => match self.options.audit_anchor_mismatch {
+                AnchorMismatch::Refuse => Err(Error::AuditMismatch(problem)),
+                AnchorMismatch::Alarm => {
+                    let d = details([
+                        ("problem", problem),
+                        ("anchor_seq", anchor.map_or(0, |a| a.seq).to_string()),
+                        ("stored_head_seq", head.seq.to_string()),
+                    ]);
+                    Ok((head, vec![(audit_log::ANCHOR_MISMATCH_EVENT, d)]))
+                }
+            },
+        }
+    }
+
+    /// Appends signed `events` after `head` to `batch`; returns the new head.
+    fn append_all(
+        &self,
+        batch: &mut WriteBatch,
+        mut head: AuditHead,
+        events: Vec<(&str, std::collections::BTreeMap<String, String>)>,
+        actor: &str,
+        sealer: &Sealer<'_>,
+    ) -> Result<AuditHead, Error> {
+        let now = self.clock.now_ms();
+        for (event, d) in events {
+            head = audit_log::append(batch, &head, now, event, actor, d, Some(sealer))?;
+        }
+        Ok(head)
     }
 
     fn finish_restore(
@@ -652,26 +779,42 @@ impl Vhsm {
         scratch.commit(batch.clone(), Durability::Buffered)?;
         let (keyring, signer, keys) = load_secrets(&scratch, &root, &staged.header)
             .map_err(|e| Error::InvalidBackup(format!("backup content is inconsistent: {e}")))?;
-        let restored_head = audit_log::load_head(&scratch)?;
-        let d = details([
-            ("store_id", staged.header.store_id_hex()),
-            ("key_count", keys.len().to_string()),
-            ("restored_audit_head_seq", restored_head.seq.to_string()),
-        ]);
-        let head = audit_log::append(
-            &mut batch,
-            &restored_head,
-            self.clock.now_ms(),
+        // The backup's own log must continue its anchor: a backup edited after it was taken
+        // is refused whatever the mismatch policy.
+        let anchor = audit_log::read_anchor(&scratch, &keyring)?;
+        let (restored_head, mut events) = match audit_log::check_tail(
+            &scratch,
+            anchor.as_ref(),
+            &staged.header.audit_public_key,
+        )? {
+            Tail::Mismatch { problem, .. } => {
+                return Err(Error::InvalidBackup(format!(
+                    "the backup's audit log does not continue its anchor: {problem}"
+                )))
+            }
+            verified => self.tail_events(verified, anchor.as_ref())?,
+        };
+        events.push((
             "restore",
-            actor,
-            d,
-            Some(&signer),
-        );
-        if let Err(e) = self.storage.commit(batch, Durability::Flushed) {
-            // Nothing was written: the backup stays staged so the unseal can be retried.
-            inner.staged = Some(staged);
-            inner.partial = keep;
-            return Err(e.into());
+            details([
+                ("store_id", staged.header.store_id_hex()),
+                ("key_count", keys.len().to_string()),
+                ("restored_audit_head_seq", restored_head.seq.to_string()),
+            ]),
+        ));
+        let sealer = Sealer {
+            key: &signer,
+            ring: &keyring,
+            rng: &*self.rng,
+        };
+        let head = self.append_all(&mut batch, restored_head, events, actor, &sealer)?;
+        if let Err(e) = self.commit_flushed(inner, batch) {
+            if self.stopped.get().is_none() {
+                // Nothing was written: the backup stays staged so the unseal can be retried.
+                inner.staged = Some(staged);
+                inner.partial = keep;
+            }
+            return Err(e);
         }
         inner.audit_head = head;
         inner.limiter.reset();
@@ -689,14 +832,11 @@ impl Vhsm {
         })
     }
 
-    /// Discards the shares of a partial unseal (audited when there were any).
-    pub fn reset_unseal(&self, actor: &str) -> UnsealProgress {
-        let mut inner = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+    /// Discards the shares of a partial unseal (audited when there were any; if the record
+    /// cannot be written the node fails stop, which discards them too).
+    pub fn reset_unseal(&self, actor: &str) -> Result<UnsealProgress, Error> {
+        let mut inner = self.lock()?;
         let had = inner.partial.len();
-        inner.partial.clear();
         let shown = inner
             .header
             .as_ref()
@@ -708,20 +848,20 @@ impl Vhsm {
             (Some(_), Some(_)) => SealState::Unsealed,
         };
         if had > 0 && inner.header.is_some() {
-            // Best effort: the reset itself has happened; this signature cannot report errors.
-            let _ = self.commit_audited(
+            self.commit_audited(
                 &mut inner,
                 WriteBatch::new(),
                 "unseal.reset",
                 actor,
                 details([("discarded", had.to_string())]),
-            );
+            )?;
         }
-        UnsealProgress {
+        inner.partial.clear();
+        Ok(UnsealProgress {
             state,
             progress: 0,
             threshold,
-        }
+        })
     }
 
     /// Seals: the root key, keyring, key cache, import keys and signing key are dropped
@@ -737,22 +877,24 @@ impl Vhsm {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
-        let signer = inner.unsealed.as_ref().map(|u| &u.signer);
-        let head = audit_log::append(
+        let sealer = inner.unsealed.as_ref().map(|u| u.sealer(&*self.rng));
+        let appended = audit_log::append(
             &mut batch,
             &inner.audit_head,
             self.clock.now_ms(),
             "seal",
             actor,
             details([]),
-            signer,
+            sealer.as_ref(),
         );
-        let committed = self.storage.commit(batch, Durability::Flushed);
+        let committed = match appended {
+            Ok(head) => self.commit_flushed(&mut inner, batch).map(|()| head),
+            Err(e) => Err(e),
+        };
         inner.unsealed = None;
         inner.imports.clear();
         self.set_hot(Hot::Sealed);
-        committed?;
-        inner.audit_head = head;
+        inner.audit_head = committed?;
         Ok(())
     }
 
@@ -811,9 +953,10 @@ impl Vhsm {
         audit_log::read(&*self.storage, from_seq, limit.min(MAX_AUDIT_PAGE))
     }
 
-    /// The appliance's Ed25519 audit verification key (from the header). Works while sealed.
+    /// The appliance's Ed25519 audit verification key (from the header). Works while sealed,
+    /// and after a storage failure.
     pub fn audit_public_key(&self) -> Result<[u8; 32], Error> {
-        let inner = self.lock()?;
+        let inner = self.inner.lock().map_err(|_| poisoned())?;
         inner
             .header
             .as_ref()

@@ -146,7 +146,7 @@ fn quorum_progress_is_audited() {
     let cust = custodians(2);
     v.submit_share(&shares[0].bytes, &pw(&cust[0]), "custodian-1")
         .unwrap();
-    v.reset_unseal("admin");
+    v.reset_unseal("admin").unwrap();
     v.submit_share(&shares[1].bytes, &pw(&cust[1]), "custodian-2")
         .unwrap();
     v.submit_share(&shares[0].bytes, &pw(&cust[0]), "custodian-1")
@@ -212,4 +212,149 @@ fn suppressed_denials_are_counted_in_the_next_record() {
     assert_eq!(records[1].details["suppressed_since_last"], "41");
     assert_eq!(records[1].details["operation"], "Admin/Init");
     assert_eq!(records[1].actor, "mallory");
+}
+
+/// A store with signed history, sealed, with some legitimate sealed-time records.
+fn sealed_with_history() -> (Arc<MemoryStorage>, Arc<TestClock>, vhsm_core::Vhsm) {
+    let (s, c, v) = unsealed();
+    for id in ["a", "b", "c"] {
+        v.create_key(new_key(id, &[]), "admin").unwrap();
+    }
+    v.seal("admin").unwrap();
+    v.unseal_with_passphrase(&pw("wrong"), "mallory")
+        .unwrap_err();
+    c.advance(10_000);
+    v.record_denied("auditor", "CreateKey").unwrap();
+    (s, c, v)
+}
+
+fn record(s: &MemoryStorage, seq: u64) -> vhsm_core::AuditRecord {
+    let raw = vhsm_core::Storage::get(s, vhsm_core::Tree::Audit, &seq.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    vhsm_core::AuditRecord::from_json_line(std::str::from_utf8(&raw).unwrap()).unwrap()
+}
+
+fn put_record(s: &MemoryStorage, r: &vhsm_core::AuditRecord) {
+    s.raw_put(
+        vhsm_core::Tree::Audit,
+        &r.seq.to_be_bytes(),
+        r.to_json_line().as_bytes(),
+    );
+}
+
+#[test]
+fn sealed_time_records_after_the_anchor_unseal_normally() {
+    let (_s, _c, v) = sealed_with_history();
+    let head = v.status().audit_head_seq;
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
+    let records = v.audit_records(1, 1000).unwrap();
+    assert_eq!(records.len() as u64, head + 1);
+    assert_eq!(records.last().unwrap().event, "unseal");
+    vhsm_audit::verify_chain(&records, &v.audit_public_key().unwrap(), None).unwrap();
+}
+
+#[test]
+fn a_cut_and_refilled_log_is_refused_at_unseal_and_nothing_is_written() {
+    use vhsm_core::{Error, Tree};
+    let (s, c, v) = sealed_with_history();
+    let head = v.status().audit_head_seq;
+    drop(v);
+    // Someone with the disk cuts the signed records after "create a" and appends unsigned
+    // sealed-time forgeries so the log is as long as before.
+    let keep = 3; // init, unseal, key.create a
+    for seq in keep + 1..=head {
+        s.raw_delete(Tree::Audit, &seq.to_be_bytes());
+    }
+    let mut prev = record(&s, keep);
+    for seq in keep + 1..=head {
+        let r = vhsm_core::AuditRecord::new(
+            seq,
+            prev.hash_hex(),
+            1,
+            "unseal.rejected",
+            "nobody",
+            Default::default(),
+        );
+        put_record(&s, &r);
+        prev = r;
+    }
+    let v = open(&s, &c);
+    let e = v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err();
+    assert!(
+        matches!(&e, Error::AuditMismatch(m) if m.contains("anchored")),
+        "{e:?}"
+    );
+    assert_eq!(e.reason(), vhsm_core::Reason::AuditMismatch);
+    assert_eq!(v.status().audit_head_seq, head, "the refusal wrote nothing");
+    assert_eq!(v.status().seal_state, vhsm_core::SealState::Sealed);
+    // The operator may choose to unseal anyway: the break is then recorded, signed.
+    let alarm = vhsm_core::Options {
+        audit_anchor_mismatch: vhsm_core::AnchorMismatch::Alarm,
+        ..opts()
+    };
+    let v = open_with(&s, &c, alarm);
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
+    let r = v.audit_records(head + 1, 10).unwrap();
+    assert_eq!(
+        r.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(),
+        ["audit.anchor_mismatch", "unseal"]
+    );
+    assert!(r[0].signature.is_some());
+    assert_eq!(r[0].details["stored_head_seq"], head.to_string());
+    assert!(r[0].details["problem"].contains("anchored"));
+    // From then on the log continues the new anchor: the next unseal is normal.
+    v.seal("admin").unwrap();
+    let v = open(&s, &c);
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
+}
+
+#[test]
+fn forged_unsigned_events_and_gaps_after_the_anchor_are_refused() {
+    use vhsm_core::{Error, Tree};
+    // A forged unsigned "key.destroy" appended while sealed.
+    let (s, c, v) = sealed_with_history();
+    let head = v.status().audit_head_seq;
+    drop(v);
+    let forged = vhsm_core::AuditRecord::new(
+        head + 1,
+        record(&s, head).hash_hex(),
+        1,
+        "key.destroy",
+        "admin",
+        Default::default(),
+    );
+    put_record(&s, &forged);
+    let v = open(&s, &c);
+    let e = v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err();
+    assert!(
+        matches!(&e, Error::AuditMismatch(m) if m.contains("must be signed")),
+        "{e:?}"
+    );
+    // A deleted sealed-time record after the anchor: a gap, and the head stays the last
+    // record (the next append never overwrites one).
+    let (s, c, v) = sealed_with_history();
+    let head = v.status().audit_head_seq;
+    drop(v);
+    s.raw_delete(Tree::Audit, &(head - 1).to_be_bytes());
+    let v = open(&s, &c);
+    assert_eq!(v.status().audit_head_seq, head);
+    let e = v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err();
+    assert!(
+        matches!(&e, Error::AuditMismatch(m) if m.contains("missing")),
+        "{e:?}"
+    );
+    // A sealed-time record edited: the link of the next one breaks.
+    let (s, c, v) = sealed_with_history();
+    let head = v.status().audit_head_seq;
+    drop(v);
+    let mut r = record(&s, head - 1);
+    r.actor = "someone else".into();
+    put_record(&s, &r);
+    let v = open(&s, &c);
+    let e = v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err();
+    assert!(
+        matches!(&e, Error::AuditMismatch(m) if m.contains(&format!("seq {head}"))),
+        "{e:?}"
+    );
 }

@@ -73,7 +73,7 @@ fn without_inline_reservation_nothing_encrypts_before_a_reservation() {
     assert_eq!(v.encrypt_readiness("k"), Readiness::Ready);
     assert_eq!(v.invocation_use("k").unwrap().reserved_total, 10);
     drop(v);
-    let v = restarted(&s, &c, no_inline);
+    let v = restarted(&s, &c, no_inline.clone());
     assert_eq!(v.encrypt_readiness("k"), Readiness::Empty);
     assert_eq!(v.encrypt_readiness("absent"), Readiness::Unknown);
     assert!(matches!(
@@ -243,14 +243,25 @@ fn a_reservation_that_fails_to_commit_grants_nothing() {
     v.create_key(new_key("k", &[Usage::Encrypt, Usage::Decrypt]), "admin")
         .unwrap();
     drop(v);
-    let v = restarted(&s, &c, no_inline);
-    s.fail_commits(1);
-    assert!(v.reserve_invocations("k", "system").is_err());
+    let v = restarted(&s, &c, no_inline.clone());
     assert_eq!(v.encrypt_readiness("k"), Readiness::Empty);
     assert!(matches!(
         v.encrypt("k", b"x", b""),
         Err(Error::NotServing(_))
     ));
+    s.fail_commits(1);
+    // A failed write is fail-stop: the node seals itself and grants nothing.
+    assert!(matches!(
+        v.reserve_invocations("k", "system"),
+        Err(Error::StorageFailed(_))
+    ));
+    assert_eq!(v.encrypt("k", b"x", b""), Err(Error::Sealed));
+    assert!(matches!(
+        v.reserve_invocations("k", "system"),
+        Err(Error::StorageFailed(_))
+    ));
+    drop(v);
+    let v = restarted(&s, &c, no_inline);
     assert!(v.reserve_invocations("k", "system").unwrap().is_some());
     v.encrypt("k", b"x", b"").unwrap();
 }

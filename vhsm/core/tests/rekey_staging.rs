@@ -333,9 +333,13 @@ fn failed_storage_commits_leave_the_old_configuration_usable() {
             "admin",
         )
         .unwrap_err();
-    assert_eq!(e.reason(), Reason::Internal);
-    assert_eq!(v.rekey_staging().unwrap(), None);
+    // Fail-stop: the node sealed itself; after a restart nothing was staged.
+    assert_eq!(e.reason(), Reason::StorageFailed);
+    assert_eq!(v.status().seal_state, SealState::Sealed);
+    let v = restart(&s, &c, v);
     assert_eq!(v.status().audit_head_seq, head);
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
+    assert_eq!(v.rekey_staging().unwrap(), None);
 
     let staged = stage_shares(&v, RekeyAuth::Passphrase(pw(PASS)), 2, &three);
     let head = v.status().audit_head_seq;
@@ -347,13 +351,11 @@ fn failed_storage_commits_leave_the_old_configuration_usable() {
             "admin",
         )
         .unwrap_err();
-    assert_eq!(e.reason(), Reason::Internal);
+    assert_eq!(e.reason(), Reason::StorageFailed);
+    // Still the old configuration after a restart.
+    let v = restart(&s, &c, v);
     assert_eq!(v.status().audit_head_seq, head);
     assert_eq!(v.status().unseal_mode, Some(UnsealMode::Passphrase));
-    // Still the old configuration, in memory and after a restart.
-    v.seal("admin").unwrap();
-    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
-    let v = restart(&s, &c, v);
     v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
     // The retry succeeds.
     v.rekey_commit(

@@ -255,7 +255,7 @@ fn partial_unseal_expires_and_resets() {
         .submit_share(&shares[0].bytes, &pw(&cust[0]), "c1")
         .unwrap();
     assert_eq!(p.progress, 1);
-    let p = v.reset_unseal("admin");
+    let p = v.reset_unseal("admin").unwrap();
     assert_eq!(
         (p.state, p.progress, p.threshold),
         (SealState::Sealed, 0, 2)
@@ -575,49 +575,58 @@ fn recommended_kdf_real_init_and_unseal() {
 }
 
 #[test]
-fn failed_commit_leaves_state_unchanged() {
+fn a_failed_commit_is_fail_stop_and_the_disk_keeps_the_previous_state() {
     let s = Arc::new(MemoryStorage::new());
     let c = TestClock::new();
+    let failed = |e: Error| {
+        assert_eq!(e.reason(), Reason::StorageFailed, "{e:?}");
+        assert!(e.to_string().contains("must be restarted"), "{e}");
+    };
     let v = open(&s, &c);
     s.fail_commits(1);
-    assert_eq!(
+    failed(
         v.initialize(InitRequest::Passphrase(pw(PASS)), "admin")
-            .unwrap_err()
-            .reason(),
-        Reason::Internal
+            .unwrap_err(),
     );
     assert_eq!(v.status().seal_state, SealState::Uninitialized);
+    assert!(v.storage_failure().is_some());
+    // Every later call is refused until the process restarts, even with storage healthy.
+    failed(
+        v.initialize(InitRequest::Passphrase(pw(PASS)), "admin")
+            .unwrap_err(),
+    );
+    let v = open(&s, &c);
+    assert_eq!(v.storage_failure(), None);
     v.initialize(InitRequest::Passphrase(pw(PASS)), "admin")
         .unwrap();
     s.fail_commits(1);
-    assert_eq!(
-        v.unseal_with_passphrase(&pw(PASS), "admin")
-            .unwrap_err()
-            .reason(),
-        Reason::Internal
-    );
+    failed(v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err());
     assert_eq!(v.status().seal_state, SealState::Sealed);
+    failed(v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err());
+    let v = open(&s, &c);
     v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
     let head = v.status().audit_head_seq;
     s.fail_commits(1);
-    assert_eq!(
-        v.create_key(new_key("k", &[]), "admin")
-            .unwrap_err()
-            .reason(),
-        Reason::Internal
-    );
-    assert_eq!(v.describe_key("k"), Err(Error::KeyNotFound("k".into())));
+    failed(v.create_key(new_key("k", &[]), "admin").unwrap_err());
+    // The node sealed itself: no crypto, no reads of keys, until restarted.
+    assert_eq!(v.status().seal_state, SealState::Sealed);
+    assert_eq!(v.health().0, SealState::Sealed);
+    assert_eq!(v.list_keys(), Err(Error::Sealed));
+    failed(v.unseal_with_passphrase(&pw(PASS), "admin").unwrap_err());
+    let v = open(&s, &c);
     assert_eq!(v.status().audit_head_seq, head);
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
+    assert_eq!(v.describe_key("k"), Err(Error::KeyNotFound("k".into())));
     v.create_key(new_key("k", &[]), "admin").unwrap();
     s.fail_commits(1);
-    assert_eq!(
-        v.disable_key("k", "admin").unwrap_err().reason(),
-        Reason::Internal
-    );
+    failed(v.disable_key("k", "admin").unwrap_err());
+    assert_eq!(v.encrypt("k", b"x", b""), Err(Error::Sealed));
+    let v = open(&s, &c);
+    v.unseal_with_passphrase(&pw(PASS), "admin").unwrap();
     v.encrypt("k", b"still enabled", b"").unwrap();
     // Seal is a kill switch: it seals even when its audit record cannot be written.
     s.fail_commits(1);
-    assert_eq!(v.seal("admin").unwrap_err().reason(), Reason::Internal);
+    failed(v.seal("admin").unwrap_err());
     assert_eq!(v.status().seal_state, SealState::Sealed);
     assert_eq!(v.encrypt("k", b"x", b""), Err(Error::Sealed));
 }

@@ -224,6 +224,14 @@ impl ClusterNode {
     }
 
     /// This node's raft id.
+    /// Why the Raft core stopped, if it did (a storage error of the log or the state machine,
+    /// or a panic): this node can no longer commit or apply anything until it restarts.
+    pub fn fatal(&self) -> Option<String> {
+        // Clone at once: holding the metrics borrow blocks the Raft core.
+        let running = self.raft.metrics().borrow().running_state.clone();
+        running.err().map(|f| f.to_string())
+    }
+
     pub fn id(&self) -> NodeId {
         self.id
     }
@@ -303,6 +311,9 @@ impl ClusterNode {
                             }
                             _ => Err("no leader elected".to_owned()),
                         }
+                    }
+                    Ok(Err(RaftError::Fatal(f))) => {
+                        return Err(format!("the replicated log stopped: {f}"))
                     }
                     Ok(Err(e)) => Err(e.to_string()),
                 };

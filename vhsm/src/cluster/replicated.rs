@@ -116,6 +116,10 @@ impl Storage for ReplicatedStorage {
         self.local.scan_prefix(tree, prefix)
     }
 
+    fn last_key(&self, tree: Tree) -> Result<Option<Vec<u8>>, StorageError> {
+        self.local.last_key(tree)
+    }
+
     /// Durable by construction: the command is in the fsynced log of a majority before it
     /// applies, whatever `durability` asks.
     fn commit(&self, batch: WriteBatch, _durability: Durability) -> Result<(), StorageError> {
@@ -158,7 +162,12 @@ impl Storage for ReplicatedStorage {
                 "the cluster refused a record type this node wrote".into(),
             )),
             Ok(Applied::Nothing) => Err(StorageError::Io("a write became a blank entry".into())),
-            Err(e) => Err(StorageError::NoQuorum(e)),
+            // A stopped Raft core (its log or state machine failed a write) never recovers in
+            // this process: an I/O error, so the core fails stop. Anything else may resolve.
+            Err(e) => match self.node.fatal() {
+                Some(fatal) => Err(StorageError::Io(format!("replicated store: {fatal}"))),
+                None => Err(StorageError::NoQuorum(e)),
+            },
         }
     }
 }
