@@ -305,3 +305,34 @@ fn with_mutual_tls_strangers_are_refused_and_the_client_certificate_passes() {
     assert!(mtls.2.contains("asks for a client certificate"), "{mtls:?}");
     assert_eq!(verdict_of(&rows, "GetHealthStatus"), "FAIL");
 }
+
+#[test]
+fn the_secret_is_never_a_flag_and_a_missing_one_is_a_usage_error() {
+    let base = [
+        "xks",
+        "check",
+        "--url",
+        "https://xks.localhost:1/example/kms/xks/v1",
+        "--access-key-id",
+        AKID,
+        "--key-id",
+        "demo-key",
+    ];
+    let run = |extra: &[&str]| {
+        let mut cmd = Command::new(bin_path("vhsm-admin"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("XKS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(base).args(extra).output().unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("XKS_SECRET_ACCESS_KEY"), "{err}");
+    for flag in ["--secret", "--secret-access-key"] {
+        let out = run(&[flag, SECRET]);
+        assert_eq!(out.status.code(), Some(1), "{flag} accepted");
+    }
+}
