@@ -586,6 +586,22 @@ pub enum XksCommand {
     /// XKS proxy SigV4 credentials.
     #[command(subcommand)]
     Credentials(XksCredentialsCommand),
+
+    /// Probe any XKS proxy as KMS calls it: TLS, every operation and error case, latency.
+    #[command(
+        long_about = "Probe an XKS proxy from where KMS would call it (any XKS proxy, not \
+only this appliance's xks-front).\n\n\
+Checks TLS (versions and cipher suites accepted, certificate chain and expiry, mutual TLS \
+refusing strangers when --client-cert is given), the four operations as KMS sends them \
+(responses verified: key spec, IV and tag sizes, the CDIV recomputed, decrypt round trip, KMS's \
+largest payloads), every error a caller can provoke (bad signature, unknown access key, clock \
+skew, unknown key, wrong path, missing field, oversized body, GET) and the latency of each call \
+against KMS's 250 ms budget. Prints a PASS/WARN/FAIL table (--output json for scripts).\n\n\
+The secret access key is read from --secret-file or XKS_SECRET_ACCESS_KEY, never from the \
+command line. Exit codes: 0 every check passed (warnings allowed), 4 at least one failed (an \
+unreachable endpoint included), 2 the host name does not resolve, 1 usage."
+    )]
+    Check(crate::cmd_xks_check::XksCheckArgs),
 }
 
 /// `xks credentials ...`

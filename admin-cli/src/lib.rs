@@ -10,6 +10,7 @@ pub mod cmd_key;
 pub mod cmd_pki;
 pub mod cmd_rekey;
 pub mod cmd_xks;
+pub mod cmd_xks_check;
 pub mod connect;
 pub mod errors;
 pub mod files;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Xks(XksCommand::Credentials(XksCredentialsCommand::New(a))) => {
             return cmd_xks::run(a)
         }
+        Command::Xks(XksCommand::Check(a)) => return cmd_xks_check::run(a, cli.output).await,
         Command::Audit(cmd @ AuditCommand::Verify(_)) => {
             return cmd_audit::run(None, cmd, cli.output).await
         }

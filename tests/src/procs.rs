@@ -122,6 +122,8 @@ pub struct VhsmdProc {
     pub log: PathBuf,
     /// The `[unix]` socket (crypto role for this process's uid), if enabled.
     pub unix_socket: Option<PathBuf>,
+    /// The plain-HTTP Prometheus endpoint (`[metrics]`).
+    pub metrics_addr: SocketAddr,
     child: Option<Child>,
 }
 
@@ -160,6 +162,7 @@ impl VhsmdProc {
     ) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let port = free_port();
+        let metrics_port = free_port();
         let unix_socket = unix.then(|| dir.join(format!("{node_id}.sock")));
         let unix_toml = match &unix_socket {
             // The temp dir is ours: its owner is this process's uid.
@@ -202,6 +205,9 @@ peer_key = "{pki}/peer.key"
 # Small, so that every cluster test also builds, sends and installs snapshots.
 snapshot_every_entries = 100
 
+[metrics]
+addr = "127.0.0.1:{metrics_port}"
+
 [log]
 format = "json"
 level = "info"
@@ -217,6 +223,7 @@ level = "info"
             data_dir,
             log: dir.join(format!("{node_id}.log")),
             unix_socket,
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
             child: None,
         };
         p.restart()?;

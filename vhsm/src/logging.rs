@@ -22,9 +22,11 @@ pub fn init(config: &LogConfig) -> Result<WorkerGuard, String> {
         .buffered_lines_limit(BUFFERED_LINES)
         .thread_name("vhsmd-log")
         .finish(std::io::BufWriter::new(std::io::stdout()));
+    // Colour only on a terminal: a log file or journald gets no ANSI escape sequences.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     match config.format {
         LogFormat::Json => builder
