@@ -174,13 +174,17 @@ mod tests {
 
         let mut e = EncryptRequest {
             plaintext: b"secret".to_vec(),
-            ..Default::default()
+            key_id: String::new(),
+            aad: Vec::new(),
+            request_id: String::new(),
+            integrity_check: false,
         };
         e.wipe();
         assert!(e.plaintext.is_empty());
         let mut w = WrapKeyRequest {
             key_material: vec![7; 32],
-            ..Default::default()
+            key_id: String::new(),
+            request_id: String::new(),
         };
         w.wipe();
         assert!(w.key_material.is_empty());
