@@ -60,8 +60,8 @@ pub struct Hit {
     pub label: String,
     /// Number of occurrences.
     pub count: usize,
-    /// Up to 8 `(address, mapping name)` of occurrences, for the report.
-    pub at: Vec<(u64, String)>,
+    /// Up to 8 occurrences, as `(address, mapping)`, for the report.
+    pub at: Vec<(u64, Mapping)>,
 }
 
 /// What one scan read and found.
@@ -94,12 +94,15 @@ impl Scan {
         );
         for h in &self.hits {
             s.push_str(&format!("  {:<28} {:>6} hits", h.label, h.count));
-            for (addr, name) in &h.at {
+            for (addr, m) in &h.at {
                 s.push_str(&format!(
-                    "  {addr:#x}{}",
-                    if name.is_empty() { "" } else { " " }
+                    "\n      {addr:#x} in {:#x}-{:#x} {} ({} KiB) {}",
+                    m.start,
+                    m.end,
+                    m.perms,
+                    (m.end - m.start) / 1024,
+                    if m.name.is_empty() { "anonymous" } else { &m.name }
                 ));
-                s.push_str(name);
             }
             s.push('\n');
         }
@@ -159,8 +162,7 @@ pub fn scan(pid: u32, needles: &[(&str, &[u8])]) -> Result<Scan> {
                     }
                     hit.count += 1;
                     if hit.at.len() < 8 {
-                        hit.at
-                            .push((addr - carried as u64 + pos as u64, m.name.clone()));
+                        hit.at.push((addr - carried as u64 + pos as u64, m.clone()));
                     }
                 }
             }
