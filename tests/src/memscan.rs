@@ -101,7 +101,11 @@ impl Scan {
                     m.end,
                     m.perms,
                     (m.end - m.start) / 1024,
-                    if m.name.is_empty() { "anonymous" } else { &m.name }
+                    if m.name.is_empty() {
+                        "anonymous"
+                    } else {
+                        &m.name
+                    }
                 ));
             }
             s.push('\n');
