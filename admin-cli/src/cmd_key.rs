@@ -295,7 +295,9 @@ pub async fn run(ctx: &Ctx, cmd: &KeyCommand) -> CliResult<()> {
                 .await
                 .map_err(|s| CliError::from_status("key import-key", &s))?
                 .into_inner();
-            let key = Zeroizing::new(r.import_key);
+            let mut r = r;
+            // The message zeroizes its own copy when dropped; take the Vec out intact.
+            let key = Zeroizing::new(std::mem::take(&mut r.import_key));
             if key.len() != 32 {
                 return Err(CliError::usage(format!(
                     "vhsmd returned a {}-byte import key, expected 32",

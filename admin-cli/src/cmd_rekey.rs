@@ -131,7 +131,8 @@ async fn stage_write_prove_commit(ctx: &Ctx, args: &RekeyArgs) -> CliResult<()> 
     );
     let mut commit = RekeyCommitRequest {
         staging_id: staged.staging_id.clone(),
-        ..Default::default()
+        new_passphrase: String::new(),
+        shares: Vec::new(),
     };
     let mut shares = Vec::new();
     match &cfg {
@@ -269,7 +270,8 @@ async fn commit_only(ctx: &Ctx, args: &RekeyArgs, id: &str) -> CliResult<()> {
     let mut input = PassphraseReader::open(ctx.passphrase_fd)?;
     let mut req = RekeyCommitRequest {
         staging_id: id.to_string(),
-        ..Default::default()
+        new_passphrase: String::new(),
+        shares: Vec::new(),
     };
     if args.new_passphrase {
         req.new_passphrase = to_wire(&input.existing("The NEW passphrase (staged): ")?);

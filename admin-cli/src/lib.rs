@@ -17,6 +17,7 @@ pub mod files;
 pub mod output;
 pub mod retry;
 pub mod secrets_input;
+pub mod wipe_reader;
 
 use cli::{AuditCommand, Cli, Command, PkiCommand, XksCommand, XksCredentialsCommand};
 use connect::Target;

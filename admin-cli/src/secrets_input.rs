@@ -4,12 +4,13 @@
 //! `SecretString` (zeroized on drop, redacted `Debug`) from the moment they are read.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::errors::{CliError, CliResult};
+use crate::wipe_reader::WipeOnDropReader;
 
 /// Minimum length (characters) of a NEW passphrase (init, rekey).
 pub const MIN_NEW_PASSPHRASE_CHARS: usize = 12;
@@ -53,7 +54,8 @@ impl PassphraseReader {
                 let file = File::open(&path).map_err(|e| {
                     CliError::usage(format!("cannot read --passphrase-fd {n}: {e}"))
                 })?;
-                Ok(Self::from_reader(Box::new(BufReader::new(file))))
+                // Not `BufReader`: its buffer (holding every line read) is freed unzeroized.
+                Ok(Self::from_reader(Box::new(WipeOnDropReader::new(file))))
             }
         }
     }

@@ -84,15 +84,18 @@ impl Fake {
         s.progress.clear();
         let mut shares = Vec::new();
         match mode {
-            init_request::Mode::Passphrase(p) => {
+            init_request::Mode::Passphrase(mut p) => {
                 s.mode = "passphrase".into();
                 s.threshold = 1;
-                s.passphrase = p.passphrase;
+                s.passphrase = std::mem::take(&mut p.passphrase);
             }
-            init_request::Mode::Shares(m) => {
+            init_request::Mode::Shares(mut m) => {
                 s.mode = "shares".into();
                 s.threshold = m.threshold;
-                for (i, p) in m.custodian_passphrases.into_iter().enumerate() {
+                for (i, p) in std::mem::take(&mut m.custodian_passphrases)
+                    .into_iter()
+                    .enumerate()
+                {
                     let index = i as u32 + 1;
                     shares.push(EncryptedShare {
                         index,
@@ -246,7 +249,7 @@ impl Admin for Fake {
                 return Err(reason(Code::Unauthenticated, Reason::UnsealRejected, 1500));
             }
         } else {
-            let text = String::from_utf8(r.share).unwrap_or_default();
+            let text = String::from_utf8(r.share.clone()).unwrap_or_default();
             let idx: u32 = text
                 .strip_prefix("share-")
                 .and_then(|t| t.split('-').next())
@@ -293,16 +296,16 @@ impl Admin for Fake {
         Ok(Response::new(SealResponse {}))
     }
     async fn rekey(&self, r: Request<RekeyRequest>) -> R<InitResponse> {
-        let r = r.into_inner();
+        let mut r = r.into_inner();
         let mut s = self.st.lock().unwrap();
         s.last_rekey = Some(r.clone());
-        let out = Self::init_store(&mut s, r.new_config)?;
+        let out = Self::init_store(&mut s, r.new_config.take())?;
         s.seal = SealState::Unsealed as i32;
         Ok(Response::new(out))
     }
     async fn rekey_stage(&self, r: Request<RekeyRequest>) -> R<RekeyStageResponse> {
         self.unsealed()?;
-        let r = r.into_inner();
+        let mut r = r.into_inner();
         let mut s = self.st.lock().unwrap();
         s.last_rekey = Some(r.clone());
         s.stagings += 1;
@@ -312,7 +315,7 @@ impl Admin for Fake {
             ..Default::default()
         };
         next.audit.push(format!("staging {}", s.stagings));
-        let out = Self::init_store(&mut next, r.new_config)?;
+        let out = Self::init_store(&mut next, r.new_config.take())?;
         let id = format!("5eed{:04}", s.stagings);
         self.log(&mut s, "rekey.staged");
         s.rekey_staged = Some((
@@ -788,12 +791,12 @@ fn quorum_ceremony_init_unseal_seal_rekey() {
         &lines(&[C[0], C[2], "brand new passphrase", "brand new passphrase"]),
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let req = n.fake.st.lock().unwrap().last_rekey.clone().unwrap();
+    let mut req = n.fake.st.lock().unwrap().last_rekey.clone().unwrap();
     assert!(req.old_passphrase.is_empty());
     assert_eq!(req.old_shares.len(), 2);
     assert_eq!(req.old_shares[1].passphrase, C[2]);
     assert!(String::from_utf8_lossy(&req.old_shares[1].share).starts_with("share-3-"));
-    match req.new_config.unwrap().mode.unwrap() {
+    match req.new_config.take().unwrap().mode.unwrap() {
         init_request::Mode::Passphrase(p) => assert_eq!(p.passphrase, "brand new passphrase"),
         other => panic!("{other:?}"),
     }

@@ -14,5 +14,6 @@ pub mod v1 {
 
 mod detail;
 mod redact;
+mod wipe_on_drop;
 
 pub use detail::{reason_of, retry_after_ms_of, status_with_reason};

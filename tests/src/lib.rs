@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod grpc;
+pub mod memscan;
 pub mod procs;
 pub mod xks;
 

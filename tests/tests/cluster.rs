@@ -392,7 +392,9 @@ async fn a_node_added_to_a_populated_cluster_catches_up_and_serves() {
         if c.encrypt(vhsm_proto::v1::EncryptRequest {
             key_id: format!("bulk-{}", keys - 1),
             plaintext: b"joined".to_vec(),
-            ..Default::default()
+            aad: Vec::new(),
+            request_id: String::new(),
+            integrity_check: false,
         })
         .await
         .is_ok()
@@ -413,7 +415,9 @@ async fn encrypt_on(
     c.encrypt(vhsm_proto::v1::EncryptRequest {
         key_id: key.into(),
         plaintext: b"counted".to_vec(),
-        ..Default::default()
+        aad: Vec::new(),
+        request_id: String::new(),
+        integrity_check: false,
     })
     .await
     .map(tonic::Response::into_inner)

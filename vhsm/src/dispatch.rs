@@ -312,16 +312,22 @@ impl Dispatcher {
         let c = caller.clone();
         let storage = self.cluster.as_ref().map(|l| Arc::clone(&l.storage));
         let rid = request_id.to_owned();
-        tokio::task::spawn_blocking(move || match storage {
-            Some(s) if method.is_write() => {
-                let conflicted = |r: &Result<Resp, Status>| {
-                    matches!(r, Err(st) if vhsm_proto::reason_of(st) == WireReason::Conflict)
-                };
-                let out = s.write(&rid, || f(&vhsm, &c, msg.clone()), conflicted);
-                msg.wipe();
-                out
-            }
-            _ => f(&vhsm, &c, msg),
+        tokio::task::spawn_blocking(move || {
+            let out = match storage {
+                Some(s) if method.is_write() => {
+                    let conflicted = |r: &Result<Resp, Status>| {
+                        matches!(r, Err(st) if vhsm_proto::reason_of(st) == WireReason::Conflict)
+                    };
+                    let out = s.write(&rid, || f(&vhsm, &c, msg.clone()), conflicted);
+                    msg.wipe();
+                    out
+                }
+                _ => f(&vhsm, &c, msg),
+            };
+            // Ceremonies and key imports leave keys, passphrases and shares in the stack
+            // frames they used on this pool thread; overwrite them before the thread idles.
+            crate::wipe::scrub_stack();
+            out
         })
         .await
         .unwrap_or_else(|_| Err(core_status(&Error::Internal("task failed".into()))))

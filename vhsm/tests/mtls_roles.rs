@@ -103,7 +103,9 @@ async fn auditor_and_admin_cannot_encrypt() {
             c.encrypt(EncryptRequest {
                 key_id: "k".into(),
                 plaintext: b"secret".to_vec(),
-                ..Default::default()
+                aad: Vec::new(),
+                request_id: String::new(),
+                integrity_check: false,
             })
             .await
             .unwrap_err(),

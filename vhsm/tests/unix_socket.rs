@@ -112,7 +112,8 @@ async fn crypto_uid_can_encrypt_but_not_administer() {
             key_id: "k1".into(),
             plaintext: b"over the socket".to_vec(),
             aad: b"aad".to_vec(),
-            ..Default::default()
+            request_id: String::new(),
+            integrity_check: false,
         })
         .await
         .unwrap()
@@ -193,7 +194,9 @@ async fn unmapped_uid_is_denied_everything_and_stale_socket_is_replaced() {
             .encrypt(EncryptRequest {
                 key_id: "k1".into(),
                 plaintext: b"x".to_vec(),
-                ..Default::default()
+                aad: Vec::new(),
+                request_id: String::new(),
+                integrity_check: false,
             })
             .await
             .unwrap_err(),

@@ -438,9 +438,9 @@ pub fn encode(bytes: &[u8]) -> String {
 }
 
 /// The Decrypt response body `{"plaintext":"…"}`; the intermediate Base64 text is zeroized.
-pub fn decrypt_response_body(plaintext: &[u8]) -> Vec<u8> {
+pub fn decrypt_response_body(plaintext: &[u8]) -> Zeroizing<Vec<u8>> {
     let b64 = Zeroizing::new(STANDARD.encode(plaintext));
-    let mut out = Vec::with_capacity(b64.len() + 16);
+    let mut out = Zeroizing::new(Vec::with_capacity(b64.len() + 16));
     out.extend_from_slice(b"{\"plaintext\":\"");
     out.extend_from_slice(b64.as_bytes());
     out.extend_from_slice(b"\"}");

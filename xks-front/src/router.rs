@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 use crate::api::{self, ApiPath, Operation, RequestMetadata};
 use crate::body::{self, BodyError};
@@ -181,6 +182,16 @@ async fn api(State(st): State<AppState>, req: Request) -> Response {
 }
 
 fn json_response(body: Vec<u8>) -> Response {
+    json_body_response(Body::from(body))
+}
+
+/// A JSON answer holding a secret (the Decrypt plaintext): hyper frees the body's bytes once
+/// they are written; they are zeroized then.
+fn secret_json_response(body: Zeroizing<Vec<u8>>) -> Response {
+    json_body_response(Body::from(Bytes::from_owner(body)))
+}
+
+fn json_body_response(body: Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -268,7 +279,8 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         st.metrics.hit(Limit::BodyTooLargeReset);
         return Err(TOO_BIG);
     }
-    let body: Bytes = match body::read_bounded(
+    // Zeroized when the request is done (it holds the plaintext of an Encrypt).
+    let body: Zeroizing<Vec<u8>> = match body::read_bounded(
         body,
         api::MAX_BODY,
         limits.max_drain_bytes,
@@ -568,7 +580,9 @@ async fn decrypt(
     };
     let served = within(deadline, st.km.decrypt(key_id, input, rid, deadline)).await?;
     ctx.node = Some(served.node);
-    Ok(json_response(api::decrypt_response_body(&served.value)))
+    Ok(secret_json_response(api::decrypt_response_body(
+        &served.value,
+    )))
 }
 
 #[cfg(test)]

@@ -479,8 +479,10 @@ impl<C: NodeClient> KeyManager for HaGroup<C> {
                     )
                 })
                 .await?;
+            let mut resp = served.value;
             Ok(Served {
-                value: Zeroizing::new(served.value.plaintext),
+                // The message zeroizes its own field when dropped; take the Vec out intact.
+                value: Zeroizing::new(std::mem::take(&mut resp.plaintext)),
                 node: served.node,
             })
         })
@@ -546,7 +548,7 @@ mod tests {
     impl NodeClient for Fake {
         fn encrypt(
             &self,
-            req: EncryptRequest,
+            mut req: EncryptRequest,
             _t: Duration,
         ) -> BoxFuture<'_, Result<EncryptResponse, tonic::Status>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -555,7 +557,7 @@ mod tests {
                 match &self.fail {
                     Some(s) => Err(s.clone()),
                     None => Ok(EncryptResponse {
-                        ciphertext: req.plaintext,
+                        ciphertext: std::mem::take(&mut req.plaintext),
                         iv: vec![1; 12],
                         tag: vec![2; 16],
                         metadata: vec![1, 0, 0, 0, 1],
