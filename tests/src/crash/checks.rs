@@ -41,7 +41,13 @@ pub fn key_diff(
     ids.dedup();
     ids.into_iter()
         .filter(|id| model.get(*id) != seen.get(*id))
-        .map(|id| format!("{id}: expected {:?}, found {:?}", model.get(id), seen.get(id)))
+        .map(|id| {
+            format!(
+                "{id}: expected {:?}, found {:?}",
+                model.get(id),
+                seen.get(id)
+            )
+        })
         .collect()
 }
 

@@ -56,7 +56,8 @@ impl Options {
 /// What running one operation gave.
 #[derive(Debug, Default)]
 struct Performed {
-    /// The CLI exited 0 (or every Encrypt was answered) before the kill.
+    /// The CLI exited 0 (or every Encrypt was answered): on a single node the answer came
+    /// before the kill; in a cluster it may come from the new leader after it.
     acked: bool,
     /// The failing invocation's exit code and first stderr line (for failure messages).
     note: String,
@@ -123,12 +124,16 @@ pub fn run(opts: &Options) -> Result<Report> {
     Ok(run.report)
 }
 
+/// The exit code and the CLI's `error:` line (else its last stderr line).
 fn note(r: &AdminRun) -> String {
-    format!(
-        "exit {}: {}",
-        r.code,
-        r.stderr.lines().next().unwrap_or_default()
-    )
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("error:"))
+        .or(lines.last())
+        .copied()
+        .unwrap_or_default();
+    format!("exit {}: {line}", r.code)
 }
 
 impl Run {
@@ -199,22 +204,35 @@ impl Run {
             .ok_or_else(|| anyhow!("leader {addr} is not one of ours"))
     }
 
-    /// A kill delay uniform in 0..1.3 x the operation's usual duration.
+    /// A kill delay: half the time uniform in 0..1.3 x the operation's usual duration (before,
+    /// during, after), half the time in 0.7..1.1 x (around the commit, near the end).
     fn delay(&mut self, kind: OpKind) -> Duration {
         let est = *self
             .estimate_ms
             .entry(kind)
             .or_insert_with(|| kind.initial_estimate_ms());
-        Duration::from_millis(self.rng.below(est * 13 / 10 + 1))
+        let ms = if self.rng.chance(50) {
+            self.rng.below(est * 13 / 10 + 1)
+        } else {
+            est * 7 / 10 + self.rng.below(est * 4 / 10 + 1)
+        };
+        Duration::from_millis(ms)
     }
 
-    fn learn(&mut self, kind: OpKind, took: Duration) {
+    /// Refines the duration estimate: from the duration of a run that finished before its
+    /// kill, or (any other run only bounds it from below) upwards when a late kill still cut
+    /// the operation off.
+    fn learn(&mut self, kind: OpKind, took: Duration, finished_first: bool) {
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let est = self
             .estimate_ms
             .entry(kind)
             .or_insert_with(|| kind.initial_estimate_ms());
-        *est = (*est * 3 + ms) / 4;
+        if finished_first {
+            *est = (*est * 3 + ms) / 4;
+        } else if ms * 10 > *est * 9 {
+            *est = (*est * 5 / 4).max(ms);
+        }
     }
 
     fn point(&mut self, op: &Op) -> Result<()> {
@@ -242,14 +260,12 @@ impl Run {
         if killed.is_none() {
             bail!("the SIGKILL to vhsmd {victim} could not be sent");
         }
-        if done.acked {
-            self.learn(kind, took);
-        }
+        self.learn(kind, took, done.acked && took < delay);
         let what = format!(
             "{} killed {delay:?} after the start ({}; the op took {took:?})",
             kind.name(),
             if done.acked {
-                "after the ack".to_string()
+                "acknowledged".to_string()
             } else {
                 format!("cut off: {}", done.note)
             }
@@ -264,9 +280,15 @@ impl Run {
             .restart(victim, &candidates)
             .with_context(|| what.clone())?;
         let acked = done.acked;
-        let applied = self.resolve(op, done, chosen, via).with_context(|| what.clone())?;
+        let applied = self
+            .resolve(op, done, chosen, via)
+            .with_context(|| what.clone())?;
         self.check(op, applied, via).with_context(|| what.clone())?;
         self.report.record(kind, acked, applied);
+        eprintln!(
+            "kill point {}: {what}; applied: {applied}",
+            self.report.kill_points()
+        );
         Ok(())
     }
 
@@ -445,9 +467,7 @@ impl Run {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        bail!(
-            "no configuration unseals the store (status {st}); tried {tried:?} of {candidates:?}"
-        )
+        bail!("no configuration unseals the store (status {st}); tried {tried:?} of {candidates:?}")
     }
 
     /// Decides from what the store shows whether a cut-off `op` was applied (an acknowledged
@@ -473,7 +493,9 @@ impl Run {
                 } else if now == *before && !done.acked {
                     false
                 } else if done.acked {
-                    bail!("ACKNOWLEDGED change lost on {key_id}: expected {after:?}, found {now:?}");
+                    bail!(
+                        "ACKNOWLEDGED change lost on {key_id}: expected {after:?}, found {now:?}"
+                    );
                 } else {
                     bail!(
                         "HALF-WRITTEN {key_id}: before {before:?}, after {after:?}, found {now:?}"
@@ -586,13 +608,11 @@ impl Run {
             bail!("the SIGKILL to the restore target could not be sent");
         }
         let acked = r.code == 0;
-        if acked {
-            self.learn(OpKind::Restore, took);
-        }
+        self.learn(OpKind::Restore, took, acked && took < delay);
         let what = format!(
             "backup restore killed {delay:?} after the start ({}; it took {took:?})",
             if acked {
-                "after the ack".to_string()
+                "acknowledged".to_string()
             } else {
                 format!("cut off: {}", note(&r))
             }
@@ -611,7 +631,7 @@ impl Run {
             drop(old);
             let _ = std::fs::remove_dir_all(old_dir);
             self.model = held.model.clone();
-            self.unseal(0, &[held.model.unseal.clone()], &st)
+            self.unseal(0, std::slice::from_ref(&held.model.unseal), &st)
                 .with_context(|| what.clone())?;
             wait_serving(&self.admin(0)).with_context(|| what.clone())?;
             let log = checks::export_and_verify(&self.admin(0), &self.audit_file())
@@ -629,8 +649,13 @@ impl Run {
             drop(fresh);
             let _ = std::fs::remove_dir_all(dir);
         }
-        self.check(&Op::Restore, applied, 0).with_context(|| what.clone())?;
+        self.check(&Op::Restore, applied, 0)
+            .with_context(|| what.clone())?;
         self.report.record(OpKind::Restore, acked, applied);
+        eprintln!(
+            "kill point {}: {what}; applied: {applied}",
+            self.report.kill_points()
+        );
         Ok(())
     }
 }

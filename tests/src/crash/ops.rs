@@ -45,10 +45,10 @@ impl OpKind {
     pub fn initial_estimate_ms(self) -> u64 {
         match self {
             OpKind::Rekey => 1500,
-            OpKind::Restore => 700,
-            OpKind::Import => 250,
-            OpKind::Encrypt => 150,
-            _ => 120,
+            OpKind::Restore => 600,
+            OpKind::Import => 60,
+            OpKind::Encrypt => 80,
+            _ => 35,
         }
     }
 }
@@ -239,7 +239,12 @@ pub fn plan(
             let id = choose(&pending, rng);
             let mut after = model.keys[&id].clone();
             after.state = DISABLED;
-            key_op(kind, id.clone(), s(&["key", "cancel-deletion", &id]), Some(after))
+            key_op(
+                kind,
+                id.clone(),
+                s(&["key", "cancel-deletion", &id]),
+                Some(after),
+            )
         }
         OpKind::Encrypt => {
             let id = choose(&enabled, rng);

@@ -9,9 +9,9 @@ use super::ops::OpKind;
 /// How the kills of one operation landed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
-    /// The CLI had its answer (exit 0) before the kill: the change must have survived.
-    pub after_ack: u32,
-    /// Cut off (the CLI failed) and the change is fully there.
+    /// The CLI exited 0: the change must have survived the kill.
+    pub acked: u32,
+    /// The CLI failed (cut off by the kill) and the change is fully there.
     pub cut_applied: u32,
     /// Cut off and nothing of it is there.
     pub cut_not_applied: u32,
@@ -19,7 +19,7 @@ pub struct Tally {
 
 impl Tally {
     pub fn total(&self) -> u32 {
-        self.after_ack + self.cut_applied + self.cut_not_applied
+        self.acked + self.cut_applied + self.cut_not_applied
     }
 }
 
@@ -49,7 +49,7 @@ impl Report {
     pub fn record(&mut self, kind: OpKind, acked: bool, applied: bool) {
         let t = self.per_op.entry(kind).or_default();
         match (acked, applied) {
-            (true, _) => t.after_ack += 1,
+            (true, _) => t.acked += 1,
             (false, true) => t.cut_applied += 1,
             (false, false) => t.cut_not_applied += 1,
         }
@@ -68,7 +68,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "| operation | kill points | after the ack | cut, applied | cut, not applied |"
+            "| operation | kill points | acknowledged | failed, applied | failed, not applied |"
         )?;
         writeln!(f, "| --- | ---: | ---: | ---: | ---: |")?;
         for (kind, t) in &self.per_op {
@@ -77,7 +77,7 @@ impl fmt::Display for Report {
                 "| {} | {} | {} | {} | {} |",
                 kind.name(),
                 t.total(),
-                t.after_ack,
+                t.acked,
                 t.cut_applied,
                 t.cut_not_applied
             )?;
