@@ -486,7 +486,7 @@ impl Run {
                         done.answer
                     );
                 }
-                let seen = checks::observed_keys(&self.admin(via))?;
+                let seen = self.settled_keys(via)?;
                 let now = seen.get(key_id).cloned();
                 let applied = if now == *after {
                     true
@@ -552,9 +552,31 @@ impl Run {
         self.check_crypto_everywhere()
     }
 
+    /// The keys as node `via` shows them; in a cluster, once every member shows the same
+    /// (a member may not have applied the last committed entry yet).
+    fn settled_keys(&self, via: usize) -> Result<BTreeMap<String, KeyState>> {
+        if self.app.nodes.len() == 1 {
+            return checks::observed_keys(&self.admin(via));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let all: Vec<BTreeMap<String, KeyState>> = (0..self.app.nodes.len())
+                .map(|i| checks::observed_keys(&self.admin(i)))
+                .collect::<Result<_>>()?;
+            if all.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(all[via].clone());
+            }
+            if Instant::now() > deadline {
+                bail!("the members never agreed on the keys: {all:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn check_keys(&self, i: usize) -> Result<()> {
-        // Followers of a cluster may apply a moment later.
-        let deadline = Instant::now() + Duration::from_secs(if i == 0 { 0 } else { 5 });
+        // A restarted or following member of a cluster may apply a moment later.
+        let wait = if self.app.nodes.len() == 1 { 0 } else { 10 };
+        let deadline = Instant::now() + Duration::from_secs(wait);
         loop {
             let seen = checks::observed_keys(&self.admin(i))?;
             let diff = checks::key_diff(&self.model.keys, &seen);
