@@ -54,6 +54,12 @@ pub fn key_diff(
 /// Exports the audit log, verifies it offline with `vhsm-admin audit verify` against the head
 /// `status` reported just before, and returns its records.
 pub fn export_and_verify(admin: &Admin, out: &Path) -> Result<Vec<Value>> {
+    export_and_verify_from(admin, out, None)
+}
+
+/// As [`export_and_verify`], for the records from seq `from` on (`--from`, and `--first-seq`
+/// for the verification, which then trusts the link of record `from` to its predecessor).
+pub fn export_and_verify_from(admin: &Admin, out: &Path, from: Option<u64>) -> Result<Vec<Value>> {
     let st = admin.json(&["status"], "")?;
     let head = format!(
         "{}:{}",
@@ -61,28 +67,46 @@ pub fn export_and_verify(admin: &Admin, out: &Path) -> Result<Vec<Value>> {
         st["audit_head_hash"].as_str().unwrap_or_default()
     );
     let out_s = out.to_string_lossy().into_owned();
-    admin.ok(&["audit", "export", "--out", &out_s], "")?;
+    let from_s = from.map(|n| n.to_string());
+    let mut export = vec!["audit", "export", "--out", &out_s];
+    if let Some(n) = &from_s {
+        export.extend(["--from", n]);
+    }
+    admin.ok(&export, "")?;
     let public = format!("{out_s}.pub");
-    admin
-        .ok(
-            &[
-                "audit",
-                "verify",
-                "--log",
-                &out_s,
-                "--public-key",
-                &public,
-                "--expect-head",
-                &head,
-            ],
-            "",
-        )
-        .context("audit verify")?;
+    let mut verify = vec![
+        "audit",
+        "verify",
+        "--log",
+        &out_s,
+        "--public-key",
+        &public,
+        "--expect-head",
+        &head,
+    ];
+    if let Some(n) = &from_s {
+        verify.extend(["--first-seq", n]);
+    }
+    admin.ok(&verify, "").context("audit verify")?;
     let text = std::fs::read_to_string(out)?;
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).map_err(|e| anyhow!("audit line {l:?}: {e}")))
         .collect()
+}
+
+/// The whole log from `earlier` (verified before) and a verified export starting at
+/// `earlier`'s last record, which must be unchanged in it.
+pub fn extend_log(earlier: &[Value], suffix: Vec<Value>) -> Result<Vec<Value>> {
+    let (Some(last), Some(first)) = (earlier.last(), suffix.first()) else {
+        bail!("audit export from the last verified record came back empty");
+    };
+    if last != first {
+        bail!("audit record changed: was {last}, now {first}");
+    }
+    let mut log = earlier[..earlier.len() - 1].to_vec();
+    log.extend(suffix);
+    Ok(log)
 }
 
 /// `earlier` must be a prefix of `now`: no record once exported is lost or changed.
