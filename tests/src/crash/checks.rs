@@ -227,6 +227,15 @@ pub fn open_locally(material: &Material, s: &Sealed) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Not serving yet (sealed, no lease or quorum, connection not ready): worth a retry.
+fn transient(s: &tonic::Status) -> bool {
+    match vhsm_proto::reason_of(s) {
+        Reason::NotServing | Reason::NoQuorum | Reason::Sealed => true,
+        Reason::Unspecified => s.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
 fn refused_with(r: std::result::Result<Vec<u8>, tonic::Status>, want: Reason) -> Result<()> {
     match r {
         Ok(_) => bail!("accepted, expected {want:?}"),
@@ -249,19 +258,20 @@ pub async fn check_crypto(
     rng: &mut Rng,
 ) -> Result<()> {
     let mut c = crypto_client(endpoint, pki).await?;
-    let mut first = true;
     let keys = model.keys.clone();
     for (id, k) in &keys {
-        let mut attempt = encrypt_one(&mut c, id, k.current_version, rng).await;
-        // Right after an unseal the first Encrypt may wait for the read lease.
+        // Right after an unseal (or a leader change) a node may wait for its read lease.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while first && k.state == ENABLED && attempt.is_err() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            attempt = encrypt_one(&mut c, id, k.current_version, rng).await;
-        }
+        let attempt = loop {
+            match encrypt_one(&mut c, id, k.current_version, rng).await {
+                Err(s) if transient(&s) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        };
         match (k.state, attempt) {
             (ENABLED, Ok(s)) => {
-                first = false;
                 let back = decrypt(&mut c, &s)
                     .await
                     .map_err(|e| anyhow!("decrypt of a fresh ciphertext under {id}: {e}"))?;
@@ -286,7 +296,15 @@ pub async fn check_crypto(
         let Some(k) = model.keys.get(&s.key_id) else {
             bail!("ciphertext of unknown key {}", s.key_id);
         };
-        let r = decrypt(&mut c, &s).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let r = loop {
+            match decrypt(&mut c, &s).await {
+                Err(e) if transient(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        };
         let what = || format!("decrypt of {} v{} ({})", s.key_id, s.version, k.state);
         match k.state {
             ENABLED if s.version >= k.min_decryption_version => {

@@ -194,10 +194,16 @@ impl Run {
         if self.app.nodes.len() == 1 {
             return Ok(0);
         }
-        let s = self.admin(0).json(&["cluster", "status"], "")?;
-        let leader = s["leader_id"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("no leader: {s}"))?;
+        // Right after a restart the members may still be electing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (s, leader) = loop {
+            let s = self.admin(0).json(&["cluster", "status"], "")?;
+            match s["leader_id"].as_u64() {
+                Some(id) if id != 0 => break (s, id),
+                _ if Instant::now() > deadline => bail!("no leader: {s}"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        };
         let addr = s["members"]
             .as_array()
             .and_then(|m| m.iter().find(|m| m["raft_id"].as_u64() == Some(leader)))
