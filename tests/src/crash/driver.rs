@@ -231,9 +231,10 @@ impl Run {
     }
 
     /// Refines the duration estimate: from the duration of a run that finished before its
-    /// kill, or (any other run only bounds it from below) upwards when a late kill still cut
-    /// the operation off.
-    fn learn(&mut self, kind: OpKind, took: Duration, finished_first: bool) {
+    /// kill, or upwards when a late kill still cut the operation off (a cut run only bounds
+    /// it from below). A run acknowledged after its kill (a cluster's new leader answered)
+    /// says nothing about the duration without a kill.
+    fn learn(&mut self, kind: OpKind, took: Duration, finished_first: bool, cut: bool) {
         let ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
         let est = self
             .estimate_ms
@@ -241,7 +242,7 @@ impl Run {
             .or_insert_with(|| kind.initial_estimate_ms());
         if finished_first {
             *est = (*est * 3 + ms) / 4;
-        } else if ms * 10 > *est * 9 {
+        } else if cut && ms * 10 > *est * 9 {
             *est = (*est * 5 / 4).max(ms);
         }
     }
@@ -271,7 +272,7 @@ impl Run {
         if killed.is_none() {
             bail!("the SIGKILL to vhsmd {victim} could not be sent");
         }
-        self.learn(kind, took, done.acked && took < delay);
+        self.learn(kind, took, done.acked && took < delay, !done.acked);
         let what = format!(
             "{} killed {delay:?} after the start ({}; the op took {took:?})",
             kind.name(),
@@ -654,7 +655,7 @@ impl Run {
             bail!("the SIGKILL to the restore target could not be sent");
         }
         let acked = r.code == 0;
-        self.learn(OpKind::Restore, took, acked && took < delay);
+        self.learn(OpKind::Restore, took, acked && took < delay, !acked);
         let what = format!(
             "backup restore killed {delay:?} after the start ({}; it took {took:?})",
             if acked {
