@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod crash;
 pub mod grpc;
 pub mod memscan;
 pub mod procs;
