@@ -255,13 +255,26 @@ fn classify(reason: Reason, code: tonic::Code, retry_ms: u64) -> (ExitKind, Opti
     }
 }
 
+/// Said whenever a call may have reached vhsmd but its answer did not come back.
+const MAYBE_APPLIED: &str = "If this was a change it may already be applied: check (`vhsm-admin \
+     status`, `key show ID`) before you retry";
+
 /// Fallback for statuses without an `ErrorDetail` (transport errors, proxies, older servers).
 fn classify_code(code: tonic::Code) -> (ExitKind, Option<String>) {
     use tonic::Code;
     match code {
         Code::Unavailable | Code::DeadlineExceeded => (
             ExitKind::Unreachable,
-            Some("is vhsmd running? check --endpoint".into()),
+            Some(format!(
+                "is vhsmd running? check --endpoint. {MAYBE_APPLIED}"
+            )),
+        ),
+        // A connection that broke during the call (vhsmd killed or restarted mid-request).
+        Code::Unknown | Code::Cancelled => (
+            ExitKind::Unreachable,
+            Some(format!(
+                "the connection to vhsmd broke during the call. {MAYBE_APPLIED}"
+            )),
         ),
         Code::PermissionDenied => (ExitKind::PermissionDenied, None),
         Code::Unauthenticated => (ExitKind::Rejected, None),
@@ -327,6 +340,11 @@ mod tests {
             (Code::Internal, Reason::Internal, 1),
             (Code::FailedPrecondition, Reason::RekeyNotStaged, 7),
             (Code::FailedPrecondition, Reason::RekeyExpired, 7),
+            (Code::Unavailable, Reason::StorageFailed, 2),
+            (Code::DataLoss, Reason::AuditMismatch, 8),
+            (Code::Unknown, Reason::Unspecified, 2),
+            (Code::Cancelled, Reason::Unspecified, 2),
+            (Code::Unavailable, Reason::Unspecified, 2),
         ];
         for (code, reason, want) in table {
             assert_eq!(exit_of(code, reason), want, "{reason:?}");
