@@ -586,6 +586,8 @@ pub enum XksCommand {
     /// XKS proxy SigV4 credentials.
     #[command(subcommand)]
     Credentials(XksCredentialsCommand),
+    /// Load-test an XKS endpoint (ours or any other) the way KMS calls it; every answer verified.
+    Load(Box<crate::xks_load::XksLoadArgs>),
 }
 
 /// `xks credentials ...`

@@ -16,6 +16,7 @@ pub mod files;
 pub mod output;
 pub mod retry;
 pub mod secrets_input;
+pub mod xks_load;
 
 use cli::{AuditCommand, Cli, Command, PkiCommand, XksCommand, XksCredentialsCommand};
 use connect::Target;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Xks(XksCommand::Credentials(XksCredentialsCommand::New(a))) => {
             return cmd_xks::run(a)
         }
+        Command::Xks(XksCommand::Load(a)) => return xks_load::run(a).await,
         Command::Audit(cmd @ AuditCommand::Verify(_)) => {
             return cmd_audit::run(None, cmd, cli.output).await
         }

@@ -1,0 +1,185 @@
+//! One connection of `xks load`: builds, signs and sends each request, reconnects after a
+//! failure, and verifies and counts each answer.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::args::Op;
+use super::client::{ClientError, Connection, Connector};
+use super::progress::Progress;
+use super::schedule::{drive, Plan, Requester, Schedule};
+use super::sign::Signer;
+use super::stats::Stats;
+use super::verify::{self, Outcome};
+use super::workload::{Call, Sealed, Workload};
+
+/// After a failed connect, wait this long before the next attempt (a down endpoint must not
+/// turn the run into a connect loop).
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Dials the endpoint.
+    pub connector: Connector,
+    /// Signs requests.
+    pub signer: Signer,
+    /// The requests.
+    pub workload: Workload,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Prefix of every kmsRequestId of this run.
+    pub run_id: String,
+    /// The live counters.
+    pub progress: Arc<Progress>,
+    /// The endpoint URL as given (for messages).
+    pub url: String,
+    /// The URI path prefix in use.
+    pub prefix: String,
+}
+
+/// A request that got an answer: its status and how it counts.
+pub type Answer = (u16, Outcome);
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Worker {
+    index: u32,
+    shared: Arc<Shared>,
+    conn: Option<Connection>,
+    sealed: Option<Sealed>,
+    retry_at: Option<Instant>,
+}
+
+impl Worker {
+    /// Connection `index`, opened now.
+    pub async fn open(index: u32, shared: Arc<Shared>) -> Result<Self, ClientError> {
+        let conn = match tokio::time::timeout(shared.timeout, shared.connector.connect()).await {
+            Ok(c) => c?,
+            Err(_) => return Err(ClientError::Timeout),
+        };
+        Ok(Worker {
+            index,
+            shared,
+            conn: Some(conn),
+            sealed: None,
+            retry_at: None,
+        })
+    }
+
+    /// The connection's number.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// Decrypt runs: one Encrypt (not counted) whose ciphertext every Decrypt then opens.
+    pub async fn seal_once(&mut self) -> Result<(), String> {
+        match self.exchange(Call::Encrypt, u64::MAX).await {
+            Ok((_, Outcome::Ok)) if self.sealed.is_some() => Ok(()),
+            Ok((status, Outcome::Error { name, .. })) => Err(format!("{status} {name}")),
+            Ok((_, Outcome::VerifyFailed(what))) => {
+                Err(format!("answer failed verification: {what}"))
+            }
+            Ok((status, Outcome::Ok)) => Err(format!("{status} without a ciphertext")),
+            Err(kind) => Err(format!("no answer ({kind})")),
+        }
+    }
+
+    /// Sends until `plan.end`, returning this connection's counts.
+    pub async fn run(mut self, plan: Plan, schedule: Option<Schedule>) -> Stats {
+        let mut stats = Stats::new();
+        let progress = self.shared.progress.clone();
+        drive(plan, schedule, &mut self, |t, r| {
+            let latency = t.latency();
+            let ok = matches!(r, Ok((_, Outcome::Ok)));
+            progress.add(ok, latency);
+            match r {
+                Ok((status, outcome)) => stats.answered(status, &outcome, latency, t.late()),
+                Err(kind) => stats.unanswered(kind, latency, t.late()),
+            }
+        })
+        .await;
+        stats
+    }
+
+    /// The call for request `seq`; a Decrypt needs a ciphertext, else it becomes an Encrypt.
+    fn call(&self, seq: u64) -> Call {
+        match self.shared.workload.call(seq) {
+            Call::Decrypt if self.sealed.is_none() => Call::Encrypt,
+            c => c,
+        }
+    }
+
+    /// One request and its verified answer, or the kind of transport failure.
+    async fn exchange(&mut self, call: Call, seq: u64) -> Result<Answer, &'static str> {
+        let sh = self.shared.clone();
+        let id = format!("{}-{}-{}", sh.run_id, self.index, seq);
+        let path = sh.workload.path(call);
+        let body = sh
+            .workload
+            .body(call, &id, self.sealed.as_ref())
+            .map_err(|_| "request")?;
+        let headers = sh
+            .signer
+            .headers(&path, &body, SystemTime::now())
+            .map_err(|_| "request")?;
+        let deadline = Instant::now() + sh.timeout;
+        let conn = match self.conn.as_mut() {
+            Some(c) => c,
+            None => {
+                if let Some(at) = self.retry_at.take() {
+                    tokio::time::sleep_until(at).await;
+                }
+                match tokio::time::timeout_at(deadline, sh.connector.connect()).await {
+                    Ok(Ok(c)) => self.conn.insert(c),
+                    Ok(Err(e)) => {
+                        self.retry_at = Some(Instant::now() + RECONNECT_BACKOFF);
+                        return Err(e.kind());
+                    }
+                    Err(_) => return Err("timeout"),
+                }
+            }
+        };
+        let (status, answer) = match tokio::time::timeout_at(
+            deadline,
+            conn.post(sh.signer.authority(), &path, headers, body),
+        )
+        .await
+        {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.conn = None;
+                return Err(e.kind());
+            }
+            Err(_) => {
+                self.conn = None;
+                return Err("timeout");
+            }
+        };
+        let w = &sh.workload;
+        let outcome = match call {
+            Call::Health => verify::check_health(status, &answer),
+            Call::Metadata => verify::check_metadata(status, &answer),
+            Call::Decrypt => verify::check_decrypt(status, &answer, &w.plaintext),
+            Call::Encrypt => {
+                let (o, sealed) = verify::check_encrypt(status, &answer, w.plaintext.len(), &w.aad);
+                if sealed.is_some() && (w.op == Op::Mixed || self.sealed.is_none()) {
+                    self.sealed = sealed;
+                }
+                o
+            }
+        };
+        Ok((status, outcome))
+    }
+}
+
+impl Requester for Worker {
+    type Out = Result<Answer, &'static str>;
+
+    fn send(&mut self, seq: u64) -> impl std::future::Future<Output = Self::Out> + Send {
+        let call = self.call(seq);
+        self.exchange(call, seq)
+    }
+}
