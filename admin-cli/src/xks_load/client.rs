@@ -129,13 +129,14 @@ impl Connector {
 
 impl Connection {
     /// POSTs `body` to `path` with `headers` (plus `host` and `content-type`) and reads the whole
-    /// answer: (status, body).
+    /// answer: (status, body). [`ClientError::Closed`] means the server had closed the
+    /// connection: the request was not answered and may be sent again on a new one.
     pub async fn post(
         &mut self,
         authority: &str,
         path: &str,
-        headers: Vec<(http::HeaderName, http::HeaderValue)>,
-        body: Vec<u8>,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        body: Bytes,
     ) -> Result<(u16, Bytes), ClientError> {
         let mut req = http::Request::builder()
             .method(http::Method::POST)
@@ -145,7 +146,7 @@ impl Connection {
         for (k, v) in headers {
             req = req.header(k, v);
         }
-        let req = req.body(Full::new(Bytes::from(body)))?;
+        let req = req.body(Full::new(body))?;
         let sender = &mut self.sender;
         let exchange = async move {
             sender.ready().await?;

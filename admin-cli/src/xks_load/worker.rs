@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
+
 use tokio::time::Instant;
 
 use super::args::Op;
@@ -104,6 +106,54 @@ impl Worker {
         stats
     }
 
+    /// Sends one request on the open connection (or a new one), reading the whole answer. A
+    /// kept-alive connection the server had closed is replaced once, transparently, as KMS's
+    /// client would; any other failure drops the connection and counts.
+    async fn round_trip(
+        &mut self,
+        path: &str,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<(u16, Bytes), &'static str> {
+        let sh = self.shared.clone();
+        let mut reused = self.conn.is_some();
+        loop {
+            let conn = match self.conn.as_mut() {
+                Some(c) => c,
+                None => {
+                    if let Some(at) = self.retry_at.take() {
+                        tokio::time::sleep_until(at).await;
+                    }
+                    match tokio::time::timeout_at(deadline, sh.connector.connect()).await {
+                        Ok(Ok(c)) => self.conn.insert(c),
+                        Ok(Err(e)) => {
+                            self.retry_at = Some(Instant::now() + RECONNECT_BACKOFF);
+                            return Err(e.kind());
+                        }
+                        Err(_) => return Err("timeout"),
+                    }
+                }
+            };
+            let sent = conn.post(sh.signer.authority(), path, headers, body.clone());
+            match tokio::time::timeout_at(deadline, sent).await {
+                Ok(Ok(a)) => return Ok(a),
+                Ok(Err(ClientError::Closed)) if reused => {
+                    self.conn = None;
+                    reused = false;
+                }
+                Ok(Err(e)) => {
+                    self.conn = None;
+                    return Err(e.kind());
+                }
+                Err(_) => {
+                    self.conn = None;
+                    return Err("timeout");
+                }
+            }
+        }
+    }
+
     /// The call for request `seq`; a Decrypt needs a ciphertext, else it becomes an Encrypt.
     fn call(&self, seq: u64) -> Call {
         match self.shared.workload.call(seq) {
@@ -126,38 +176,9 @@ impl Worker {
             .headers(&path, &body, SystemTime::now())
             .map_err(|_| "request")?;
         let deadline = Instant::now() + sh.timeout;
-        let conn = match self.conn.as_mut() {
-            Some(c) => c,
-            None => {
-                if let Some(at) = self.retry_at.take() {
-                    tokio::time::sleep_until(at).await;
-                }
-                match tokio::time::timeout_at(deadline, sh.connector.connect()).await {
-                    Ok(Ok(c)) => self.conn.insert(c),
-                    Ok(Err(e)) => {
-                        self.retry_at = Some(Instant::now() + RECONNECT_BACKOFF);
-                        return Err(e.kind());
-                    }
-                    Err(_) => return Err("timeout"),
-                }
-            }
-        };
-        let (status, answer) = match tokio::time::timeout_at(
-            deadline,
-            conn.post(sh.signer.authority(), &path, headers, body),
-        )
-        .await
-        {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                self.conn = None;
-                return Err(e.kind());
-            }
-            Err(_) => {
-                self.conn = None;
-                return Err("timeout");
-            }
-        };
+        let (status, answer) = self
+            .round_trip(&path, &headers, Bytes::from(body), deadline)
+            .await?;
         let w = &sh.workload;
         let outcome = match call {
             Call::Health => verify::check_health(status, &answer),
