@@ -143,7 +143,7 @@ pub struct XksLoadArgs {
     /// Keep-alive HTTPS connections (closed loop: each sends its next request when the answer
     /// to the previous one arrived).
     #[arg(long, short = 'c', default_value_t = 16, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=4096))]
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub connections: u32,
 
     /// Open loop: send this many requests per second in total, on a fixed schedule spread over
