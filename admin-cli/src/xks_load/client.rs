@@ -79,6 +79,8 @@ type Io = TokioIo<TlsStream<TcpStream>>;
 pub struct Connection {
     sender: http1::SendRequest<Full<Bytes>>,
     conn: Pin<Box<http1::Connection<Io, Full<Bytes>>>>,
+    /// The connection future has completed (it must not be polled again).
+    finished: bool,
 }
 
 impl std::fmt::Debug for Connection {
@@ -123,6 +125,7 @@ impl Connector {
         Ok(Connection {
             sender,
             conn: Box::pin(conn),
+            finished: false,
         })
     }
 }
@@ -147,22 +150,38 @@ impl Connection {
             req = req.header(k, v);
         }
         let req = req.body(Full::new(body))?;
+        if self.finished {
+            return Err(ClientError::Closed);
+        }
         let sender = &mut self.sender;
+        // Closed before the request left (e.g. the last answer said `Connection: close`).
+        tokio::select! {
+            biased;
+            r = sender.ready() => r.map_err(|_| ClientError::Closed)?,
+            _ = &mut self.conn => {
+                self.finished = true;
+                return Err(ClientError::Closed);
+            }
+        }
         let exchange = async move {
-            sender.ready().await?;
             let resp = sender.send_request(req).await?;
             let status = resp.status().as_u16();
             let bytes = resp.into_body().collect().await?.to_bytes();
             Ok::<_, hyper::Error>((status, bytes))
         };
+        tokio::pin!(exchange);
         // The connection future does the socket I/O; poll it together with the exchange.
-        tokio::select! {
+        let ended = tokio::select! {
             biased;
-            r = exchange => Ok(r?),
-            r = &mut self.conn => match r {
-                Ok(()) => Err(ClientError::Closed),
-                Err(e) => Err(ClientError::Http(e)),
-            },
+            r = &mut exchange => return Ok(r?),
+            r = &mut self.conn => r,
+        };
+        // The connection ended (the server closed it after answering, or it failed): what it
+        // had read may still complete the answer.
+        self.finished = true;
+        match exchange.await {
+            Ok(a) => Ok(a),
+            Err(e) => Err(ClientError::Http(ended.err().unwrap_or(e))),
         }
     }
 }

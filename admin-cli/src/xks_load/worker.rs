@@ -204,3 +204,117 @@ impl Requester for Worker {
         self.exchange(call, seq)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::Full;
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::cmd_pki::{create_pki, PkiSpec};
+    use crate::xks_load::target::{server_name, tls_config, Credential};
+
+    const HEALTH: &[u8] = br#"{"xksProxyFleetSize":1,"xksProxyVendor":"t","xksProxyModel":"t",
+        "ekmVendor":"t","ekmFleetDetails":[{"id":"a","model":"b","healthStatus":"ACTIVE"}]}"#;
+
+    /// A TLS HTTP/1.1 server answering every request with a health body; counts connections.
+    async fn server(pki: &Path, keep_alive: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(pki.join("xks-front.crt"))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+        let key = PrivateKeyDer::from_pem_file(pki.join("xks-front.key")).unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let tls = acceptor.accept(tcp).await.unwrap();
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            HEALTH,
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn shared(pki: &Path, addr: SocketAddr) -> Arc<Shared> {
+        let cred = Credential {
+            access_key_id: "AKIDAKIDAKIDAKIDAKID".into(),
+            secret: SecretString::from("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA=="),
+        };
+        Arc::new(Shared {
+            connector: Connector::new(
+                addr,
+                server_name("xks.localhost").unwrap(),
+                tls_config(&pki.join("ca.crt"), None).unwrap(),
+            ),
+            signer: Signer::new(
+                &cred,
+                "us-east-1",
+                &format!("xks.localhost:{}", addr.port()),
+            ),
+            workload: Workload::new(Op::Health, "", None, "us-east-1", 1, 0).unwrap(),
+            timeout: Duration::from_secs(5),
+            run_id: "test".into(),
+            progress: Arc::new(Progress::default()),
+            url: "https://xks.localhost".into(),
+            prefix: String::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn keep_alive_reuses_one_connection_and_a_closed_one_is_replaced_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = dir.path().join("pki");
+        create_pki(&PkiSpec::new(&pki)).unwrap();
+        for (keep_alive, want_connections) in [(true, 1), (false, 5)] {
+            let (addr, accepted) = server(&pki, keep_alive).await;
+            let mut w = Worker::open(0, shared(&pki, addr)).await.unwrap();
+            for seq in 0..5 {
+                let r = w.exchange(Call::Health, seq).await;
+                assert_eq!(
+                    r,
+                    Ok((200, Outcome::Ok)),
+                    "keep-alive {keep_alive}, request {seq}"
+                );
+            }
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                want_connections,
+                "keep-alive {keep_alive}"
+            );
+        }
+    }
+}
