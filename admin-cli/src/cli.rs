@@ -586,7 +586,7 @@ pub enum XksCommand {
     /// XKS proxy SigV4 credentials.
     #[command(subcommand)]
     Credentials(XksCredentialsCommand),
-    /// Load-test an XKS endpoint (ours or any other) the way KMS calls it; every answer verified.
+    // Help texts (about, long_about): on `XksLoadArgs`, beside its handler.
     Load(Box<crate::xks_load::XksLoadArgs>),
 }
 

@@ -41,7 +41,7 @@ impl Op {
     }
 }
 
-/// `xks load` arguments.
+/// Load-test an XKS endpoint (ours or any other) the way KMS calls it; every answer verified.
 #[derive(Debug, Clone, Args)]
 #[command(
     long_about = "Load-test an XKS proxy endpoint the way AWS KMS calls it (operator).\n\n\
