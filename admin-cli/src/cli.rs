@@ -602,6 +602,8 @@ command line. Exit codes: 0 every check passed (warnings allowed), 4 at least on
 unreachable endpoint included), 2 the host name does not resolve, 1 usage."
     )]
     Check(crate::cmd_xks_check::XksCheckArgs),
+    // Help texts (about, long_about): on `XksLoadArgs`, beside its handler.
+    Load(Box<crate::xks_load::XksLoadArgs>),
 }
 
 /// `xks credentials ...`

@@ -18,6 +18,7 @@ pub mod output;
 pub mod retry;
 pub mod secrets_input;
 pub mod wipe_reader;
+pub mod xks_load;
 
 use cli::{AuditCommand, Cli, Command, PkiCommand, XksCommand, XksCredentialsCommand};
 use connect::Target;
@@ -44,6 +45,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
             return cmd_xks::run(a)
         }
         Command::Xks(XksCommand::Check(a)) => return cmd_xks_check::run(a, cli.output).await,
+        Command::Xks(XksCommand::Load(a)) => return xks_load::run(a).await,
         Command::Audit(cmd @ AuditCommand::Verify(_)) => {
             return cmd_audit::run(None, cmd, cli.output).await
         }
