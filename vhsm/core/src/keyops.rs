@@ -80,16 +80,21 @@ impl Vhsm {
         }
     }
 
+    /// Adds version 1 of a new key: imported (under `imported_under`) or generated (`None`).
     fn add_key(
         &self,
         inner: &mut Inner,
         spec: NewKey,
         material: SecretKey,
-        origin: KeyOrigin,
         imported_under: Option<ImportedUnder>,
         actor: &str,
         extra: BTreeMap<String, String>,
     ) -> Result<KeyInfo, Error> {
+        let origin = if imported_under.is_some() {
+            KeyOrigin::Imported
+        } else {
+            KeyOrigin::Generated
+        };
         let usage = keys::validate_new(&spec)?;
         match self.cached(&spec.id) {
             Ok(_) => return Err(Error::KeyExists(spec.id)),
@@ -163,7 +168,6 @@ impl Vhsm {
             &mut inner,
             spec,
             SecretKey::from_bytes(*raw),
-            KeyOrigin::Generated,
             None,
             actor,
             BTreeMap::new(),
@@ -243,7 +247,6 @@ impl Vhsm {
             &mut inner,
             spec,
             material,
-            KeyOrigin::Imported,
             Some(under),
             actor,
             details([
