@@ -238,6 +238,43 @@ fn provenance_statements_verify_offline_and_tampered_ones_do_not() {
     std::fs::write(&other, format!("{OTHER_PUBLIC_KEY}\n")).unwrap();
     assert_eq!(verify_offline(&statements[0].1, &other, false).0, 8);
 
+    // An auditor certificate may fetch statements too (auditors certify where keys came from).
+    let cert = app.pki.join("auditor.crt");
+    let key = app.pki.join("auditor.key");
+    let as_auditor = admin
+        .json(
+            &[
+                "key",
+                "provenance",
+                "imported",
+                "--version",
+                "1",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "",
+        )
+        .unwrap();
+    assert_eq!(as_auditor["statement"]["kcv"], original["statement"]["kcv"]);
+    // ...but not change keys.
+    let r = admin
+        .run(
+            &[
+                "key",
+                "rotate",
+                "imported",
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            "",
+        )
+        .unwrap();
+    assert_eq!(r.code, 5, "{}", r.stderr);
+
     // A version that does not exist, and a sealed appliance.
     let r = admin
         .run(&["key", "provenance", "imported", "--version", "3"], "")
