@@ -385,6 +385,22 @@ its configured minimum). Until then `key cancel-deletion` restores it (disabled)
     CancelDeletion(KeyIdArgs),
     /// Refuse ciphertexts under key versions below N (after a rotation and re-encryption).
     MinDecryptionVersion(MinVersionArgs),
+    /// Print a key version's provenance statement, signed with the appliance's audit key.
+    #[command(
+        long_about = "Print where a key version came from (operator or auditor).\n\n\
+The statement names the store, key id and version, origin (generated inside, or imported with the \
+import key's id and fingerprint), creation time and the audit seq of its creation, usage and a key \
+check value (an HMAC commitment to the material, never the key), signed with the audit key. \
+--out FILE saves it; check it offline with `key verify-provenance`."
+    )]
+    Provenance(crate::cmd_provenance::ProvenanceArgs),
+    /// Check a provenance statement offline against the exported audit public key.
+    #[command(
+        long_about = "Check a provenance statement offline (no connection).\n\n\
+--public-key is the audit public key file written by `audit export` (`<log>.pub`). Exit 8 if the \
+statement was edited or signed by another key."
+    )]
+    VerifyProvenance(crate::cmd_provenance::VerifyProvenanceArgs),
 }
 
 /// A key id argument.

@@ -254,6 +254,11 @@ pub async fn run(ctx: &Ctx, cmd: &KeyCommand) -> CliResult<()> {
         | KeyCommand::CancelDeletion(a) => validate_key_id(&a.id)?,
         KeyCommand::ScheduleDeletion(a) => validate_key_id(&a.id)?,
         KeyCommand::MinDecryptionVersion(a) => validate_key_id(&a.id)?,
+        KeyCommand::Provenance(a) => validate_key_id(&a.id)?,
+        // Offline: no connection (lib.rs routes it before any TLS material is loaded).
+        KeyCommand::VerifyProvenance(a) => {
+            return crate::cmd_provenance::verify(a, ctx.format);
+        }
         KeyCommand::ImportKey(_) | KeyCommand::List => {}
     }
     let mut c = ctx.target.admin().await?;
@@ -305,17 +310,23 @@ pub async fn run(ctx: &Ctx, cmd: &KeyCommand) -> CliResult<()> {
                 )));
             }
             files::write_file(&a.out, &key, PRIVATE_FILE, true)?;
+            // What `key provenance` of the imported key will name (a hash, not the key).
+            let fingerprint = vhsm_audit::provenance::fingerprint_text(
+                &vhsm_audit::provenance::import_key_fingerprint(&key),
+            );
             let j = serde_json::json!({
                 "import_key_id": r.import_key_id,
+                "import_key_fingerprint": fingerprint,
                 "file": a.out.display().to_string(),
                 "expires_at_ms": r.expires_at_ms,
                 "expires_at": output::time_ms(r.expires_at_ms),
             });
             output::emit(f, &j, || {
                 format!(
-                    "import key id: {}\nwritten to:    {} (0600, raw 32 bytes)\nexpires:       {}\n\
+                    "import key id: {}\nfingerprint:   {}\nwritten to:    {} (0600, raw 32 bytes)\nexpires:       {}\n\
 SINGLE USE: wrap one key with it (AES-KWP, RFC 5649), run `vhsm-admin key import ID --import-key-id {} --wrapped FILE`, then delete {}.\n",
                     r.import_key_id,
+                    fingerprint,
                     a.out.display(),
                     output::time_ms(r.expires_at_ms),
                     r.import_key_id,
@@ -369,6 +380,8 @@ SINGLE USE: wrap one key with it (AES-KWP, RFC 5649), run `vhsm-admin key import
             },
             &a.id, "key min-decryption-version"
         ),
+        KeyCommand::Provenance(a) => crate::cmd_provenance::fetch(&mut c, f, a).await,
+        KeyCommand::VerifyProvenance(a) => crate::cmd_provenance::verify(a, f),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cmd_ceremony;
 pub mod cmd_cluster;
 pub mod cmd_key;
 pub mod cmd_pki;
+pub mod cmd_provenance;
 pub mod cmd_rekey;
 pub mod cmd_xks;
 pub mod cmd_xks_check;
@@ -20,7 +21,7 @@ pub mod secrets_input;
 pub mod wipe_reader;
 pub mod xks_load;
 
-use cli::{AuditCommand, Cli, Command, PkiCommand, XksCommand, XksCredentialsCommand};
+use cli::{AuditCommand, Cli, Command, KeyCommand, PkiCommand, XksCommand, XksCredentialsCommand};
 use connect::Target;
 use errors::CliResult;
 use output::OutputFormat;
@@ -48,6 +49,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Xks(XksCommand::Load(a)) => return xks_load::run(a).await,
         Command::Audit(cmd @ AuditCommand::Verify(_)) => {
             return cmd_audit::run(None, cmd, cli.output).await
+        }
+        Command::Key(KeyCommand::VerifyProvenance(a)) => {
+            return cmd_provenance::verify(a, cli.output)
         }
         _ => {}
     }

@@ -526,6 +526,9 @@ impl Admin for Fake {
             fingerprint: "x".into(),
         }))
     }
+    async fn key_provenance(&self, _: Request<KeyProvenanceRequest>) -> R<KeyProvenanceResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
 }
 
 /// A fake node with its PKI; the server runs on its own runtime thread.

@@ -39,6 +39,7 @@ pub enum Method {
     RestoreBackup,
     ExportAudit,
     GetAuditPublicKey,
+    KeyProvenance,
     ClusterStatus,
     AddNode,
     RemoveNode,
@@ -48,7 +49,7 @@ pub enum Method {
 
 impl Method {
     /// Every method, for exhaustive tests and docs.
-    pub const ALL: [Method; 35] = [
+    pub const ALL: [Method; 36] = [
         Method::Encrypt,
         Method::Decrypt,
         Method::GetKeyMetadata,
@@ -80,6 +81,7 @@ impl Method {
         Method::RestoreBackup,
         Method::ExportAudit,
         Method::GetAuditPublicKey,
+        Method::KeyProvenance,
         Method::ClusterStatus,
         Method::AddNode,
         Method::RemoveNode,
@@ -120,6 +122,7 @@ impl Method {
             Method::RestoreBackup => "Admin/RestoreBackup",
             Method::ExportAudit => "Admin/ExportAudit",
             Method::GetAuditPublicKey => "Admin/GetAuditPublicKey",
+            Method::KeyProvenance => "Admin/KeyProvenance",
             Method::ClusterStatus => "Admin/ClusterStatus",
             Method::AddNode => "Admin/AddNode",
             Method::RemoveNode => "Admin/RemoveNode",
@@ -156,6 +159,7 @@ impl Method {
                     | Method::DescribeKey
                     | Method::ExportAudit
                     | Method::GetAuditPublicKey
+                    | Method::KeyProvenance
                     | Method::AddNode
                     | Method::RemoveNode
             )
@@ -206,6 +210,7 @@ impl Method {
                     | Method::ClusterStatus
                     | Method::ExportAudit
                     | Method::GetAuditPublicKey
+                    | Method::KeyProvenance
             ),
             Role::Peer => self == Method::Peer,
         }
@@ -291,7 +296,7 @@ mod tests {
     }
 
     #[test]
-    fn auditor_role_gets_status_and_audit_only() {
+    fn auditor_role_gets_status_audit_and_provenance_only() {
         let allowed: Vec<_> = Method::ALL
             .iter()
             .filter(|m| m.allows(Role::Auditor))
@@ -303,6 +308,7 @@ mod tests {
                 "Admin/Status",
                 "Admin/ExportAudit",
                 "Admin/GetAuditPublicKey",
+                "Admin/KeyProvenance",
                 "Admin/ClusterStatus"
             ]
         );

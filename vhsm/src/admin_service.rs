@@ -9,12 +9,13 @@ use vhsm_proto::v1::{
     init_request, AddNodeRequest, ClusterMember, ClusterStatusRequest, ClusterStatusResponse,
     CreateBackupRequest, CreateBackupResponse, CreateKeyRequest, EncryptedShare,
     ExportAuditRequest, ExportAuditResponse, GetAuditPublicKeyRequest, GetAuditPublicKeyResponse,
-    ImportKeyRequest, InitRequest, InitResponse, KeyIdRequest, KeyResponse, ListKeysRequest,
-    ListKeysResponse, NewImportKeyRequest, NewImportKeyResponse, RekeyAbortRequest,
-    RekeyAbortResponse, RekeyCommitRequest, RekeyCommitResponse, RekeyRequest, RekeyStageResponse,
-    RemoveNodeRequest, ResetUnsealRequest, RestoreBackupRequest, RestoreBackupResponse,
-    ScheduleKeyDeletionRequest, SealRequest, SealResponse, SetMinDecryptionVersionRequest,
-    ShareSubmission, StatusRequest, StatusResponse, UnsealRequest, UnsealResponse,
+    ImportKeyRequest, InitRequest, InitResponse, KeyIdRequest, KeyProvenanceRequest,
+    KeyProvenanceResponse, KeyResponse, ListKeysRequest, ListKeysResponse, NewImportKeyRequest,
+    NewImportKeyResponse, RekeyAbortRequest, RekeyAbortResponse, RekeyCommitRequest,
+    RekeyCommitResponse, RekeyRequest, RekeyStageResponse, RemoveNodeRequest, ResetUnsealRequest,
+    RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest, SealRequest,
+    SealResponse, SetMinDecryptionVersionRequest, ShareSubmission, StatusRequest, StatusResponse,
+    UnsealRequest, UnsealResponse,
 };
 use zeroize::Zeroize;
 
@@ -599,6 +600,21 @@ impl Admin for AdminService {
         self.d
             .call(request, Method::ExportAudit, "", |v, _, r| {
                 export_audit(v, &r)
+            })
+            .await
+    }
+
+    async fn key_provenance(
+        &self,
+        request: Request<KeyProvenanceRequest>,
+    ) -> Result<Response<KeyProvenanceResponse>, Status> {
+        self.d
+            .call(request, Method::KeyProvenance, "", |v, _, r| {
+                let version = (r.version != 0).then_some(r.version);
+                let signed = v.key_provenance(&r.key_id, version).map_err(err)?;
+                Ok(KeyProvenanceResponse {
+                    statement_json: signed.to_json(),
+                })
             })
             .await
     }

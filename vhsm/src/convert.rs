@@ -144,6 +144,8 @@ mod tests {
             deletion_due_at_ms: 9,
             origin: KeyOrigin::Imported,
             created_by_audit_seq: 42,
+            imported_under: None,
+            rotations: BTreeMap::new(),
         };
         let w = key_info(k);
         assert_eq!(w.key_id, "demo");

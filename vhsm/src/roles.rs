@@ -16,7 +16,7 @@ pub enum Role {
     Crypto,
     /// Operators: the whole Admin service plus Crypto Health and GetKeyMetadata.
     Admin,
-    /// Auditors: Admin Status, ClusterStatus, ExportAudit and GetAuditPublicKey.
+    /// Auditors: Admin Status, ClusterStatus, ExportAudit, GetAuditPublicKey and KeyProvenance.
     Auditor,
     /// The other nodes of the cluster: the Peer (Raft) service only.
     Peer,

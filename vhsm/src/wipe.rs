@@ -6,8 +6,8 @@ use vhsm_proto::v1::{
     init_request, AddNodeRequest, ClusterStatusRequest, CreateBackupRequest, CreateKeyRequest,
     DecryptRequest, EncryptRequest, ExportAuditRequest, GenerateRandomRequest,
     GetAuditPublicKeyRequest, GetKeyMetadataRequest, HealthRequest, ImportKeyRequest, InitRequest,
-    KeyIdRequest, ListKeysRequest, NewImportKeyRequest, RekeyAbortRequest, RekeyCommitRequest,
-    RekeyRequest, RemoveNodeRequest, ResetUnsealRequest, RestoreBackupRequest,
+    KeyIdRequest, KeyProvenanceRequest, ListKeysRequest, NewImportKeyRequest, RekeyAbortRequest,
+    RekeyCommitRequest, RekeyRequest, RemoveNodeRequest, ResetUnsealRequest, RestoreBackupRequest,
     ScheduleKeyDeletionRequest, SealRequest, SetMinDecryptionVersionRequest, StatusRequest,
     UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
 };
@@ -59,6 +59,7 @@ no_secrets!(
     CreateBackupRequest,
     ExportAuditRequest,
     GetAuditPublicKeyRequest,
+    KeyProvenanceRequest,
     GetKeyMetadataRequest,
     GenerateRandomRequest,
     HealthRequest,

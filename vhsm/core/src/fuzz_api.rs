@@ -144,6 +144,37 @@ pub fn key_info_sample() -> Vec<u8> {
         deletion_due_at_ms: 0,
         origin: crate::types::KeyOrigin::Generated,
         created_by_audit_seq: 5,
+        imported_under: None,
+        rotations: std::collections::BTreeMap::new(),
+    })
+}
+
+/// A valid format-2 key metadata record for the seed corpus: an imported key (with its import
+/// key's id and fingerprint) rotated once.
+pub fn key_info_provenance_sample() -> Vec<u8> {
+    keys::encode_info(&KeyInfo {
+        key_id: "key-2".to_string(),
+        key_spec: "AES_256",
+        usage: crate::types::UsageSet::ENCRYPT_DECRYPT,
+        state: crate::types::KeyState::Enabled,
+        current_version: 2,
+        min_decryption_version: 1,
+        labels: std::collections::BTreeMap::new(),
+        created_at_ms: 1_700_000_000_000,
+        deletion_due_at_ms: 0,
+        origin: crate::types::KeyOrigin::Imported,
+        created_by_audit_seq: 5,
+        imported_under: Some(crate::types::ImportedUnder {
+            import_key_id: "import-0011223344556677".to_string(),
+            fingerprint: [3; 16],
+        }),
+        rotations: std::collections::BTreeMap::from([(
+            2,
+            crate::types::VersionCreated {
+                created_at_ms: 1_700_000_100_000,
+                audit_seq: 9,
+            },
+        )]),
     })
 }
 
@@ -201,6 +232,9 @@ mod tests {
         let info = key_info_sample();
         assert_eq!(key_info_decode_reencode(&info).unwrap().1, info);
         seeds.push(("key_record", "valid-2-labels", info.clone()));
+        let provenance = key_info_provenance_sample();
+        assert_eq!(key_info_decode_reencode(&provenance).unwrap().1, provenance);
+        seeds.push(("key_record", "valid-provenance", provenance));
 
         let sealed = envelope_seal(&root, 7, Tree::Keys, b"key/key-1", &info, &Counter).unwrap();
         let (term, plain) = envelope_open(&root, Tree::Keys, b"key/key-1", &sealed).unwrap();

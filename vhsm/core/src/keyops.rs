@@ -14,8 +14,11 @@ use crate::error::Error;
 use crate::invocations::usage_key;
 use crate::keys::{self, CachedKey, VersionKey, Versions};
 use crate::storage::{Tree, WriteBatch};
-use crate::types::{ImportKey, KeyInfo, KeyOrigin, KeyState, NewKey, SecretBytes};
+use crate::types::{
+    ImportKey, ImportedUnder, KeyInfo, KeyOrigin, KeyState, NewKey, SecretBytes, VersionCreated,
+};
 use crate::vhsm::{Hot, Inner, PendingImport, Vhsm};
+use vhsm_audit::provenance::{fingerprint_text, import_key_fingerprint};
 
 /// Longest waiting period `schedule_key_deletion` accepts, in days.
 pub const MAX_DELETION_WAITING_DAYS: u32 = 3650;
@@ -77,15 +80,21 @@ impl Vhsm {
         }
     }
 
+    /// Adds version 1 of a new key: imported (under `imported_under`) or generated (`None`).
     fn add_key(
         &self,
         inner: &mut Inner,
         spec: NewKey,
         material: SecretKey,
-        origin: KeyOrigin,
+        imported_under: Option<ImportedUnder>,
         actor: &str,
         extra: BTreeMap<String, String>,
     ) -> Result<KeyInfo, Error> {
+        let origin = if imported_under.is_some() {
+            KeyOrigin::Imported
+        } else {
+            KeyOrigin::Generated
+        };
         let usage = keys::validate_new(&spec)?;
         match self.cached(&spec.id) {
             Ok(_) => return Err(Error::KeyExists(spec.id)),
@@ -105,6 +114,8 @@ impl Vhsm {
             deletion_due_at_ms: 0,
             origin,
             created_by_audit_seq: inner.audit_head.seq + 1,
+            imported_under,
+            rotations: BTreeMap::new(),
         };
         let mut batch = WriteBatch::new();
         keys::put_info(&mut batch, &unsealed.keyring, &info, &*self.rng)?;
@@ -157,7 +168,7 @@ impl Vhsm {
             &mut inner,
             spec,
             SecretKey::from_bytes(*raw),
-            KeyOrigin::Generated,
+            None,
             actor,
             BTreeMap::new(),
         )
@@ -227,13 +238,21 @@ impl Vhsm {
         let raw = aes_kwp_unwrap(&pending.key, wrapped).map_err(|_| Error::InvalidCiphertext)?;
         let material =
             SecretKey::from_slice(&raw).map_err(|_| Error::InvalidArgument("wrapped_key"))?;
+        let under = ImportedUnder {
+            import_key_id: import_key_id.to_string(),
+            fingerprint: import_key_fingerprint(pending.key.expose()),
+        };
+        let shown_fp = fingerprint_text(&under.fingerprint);
         self.add_key(
             &mut inner,
             spec,
             material,
-            KeyOrigin::Imported,
+            Some(under),
             actor,
-            details([("import_key_id", import_key_id.to_string())]),
+            details([
+                ("import_key_id", import_key_id.to_string()),
+                ("import_key_fingerprint", shown_fp),
+            ]),
         )
     }
 
@@ -313,8 +332,17 @@ impl Vhsm {
         let mut raw = zeroize::Zeroizing::new([0u8; KEY_LEN]);
         self.rng.fill(raw.as_mut_slice())?;
         let material = SecretKey::from_bytes(*raw);
+        let mut rotations = cached.info.rotations.clone();
+        rotations.insert(
+            version,
+            VersionCreated {
+                created_at_ms: self.clock.now_ms(),
+                audit_seq: inner.audit_head.seq + 1,
+            },
+        );
         let info = KeyInfo {
             current_version: version,
+            rotations,
             ..cached.info.clone()
         };
         let mut batch = WriteBatch::new();
@@ -328,13 +356,14 @@ impl Vhsm {
             &*self.rng,
         )?;
         let first = self.put_first_reservation(&mut batch, &unsealed.keyring, id, version)?;
-        self.commit_audited(
+        let seq = self.commit_audited(
             &mut inner,
             batch,
             "key.rotate",
             actor,
             details([("key_id", id.to_string()), ("version", version.to_string())]),
         )?;
+        debug_assert_eq!(Some(seq), info.rotations.get(&version).map(|c| c.audit_seq));
         let mut versions: Versions = (*cached.versions).clone();
         let fresh = VersionKey::new(material);
         fresh.budget.grant(first, first);

@@ -34,6 +34,7 @@ mod keyops;
 mod keyring;
 mod keys;
 mod limiter;
+mod provenance;
 mod share;
 mod staging;
 
@@ -58,9 +59,9 @@ pub use storage::{
 };
 pub use types::{
     is_valid_key_id, AnchorMismatch, DecryptInput, EncryptOutput, EncryptedShare, ImportKey,
-    InitOutcome, InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options, RekeyAuth,
-    RekeyCommitted, RekeyStaged, SealState, SecretBytes, Status, UnsealMode, UnsealProgress, Usage,
-    UsageSet,
+    ImportedUnder, InitOutcome, InitRequest, KeyInfo, KeyOrigin, KeyState, NewKey, Options,
+    RekeyAuth, RekeyCommitted, RekeyStaged, SealState, SecretBytes, Status, UnsealMode,
+    UnsealProgress, Usage, UsageSet, VersionCreated,
 };
 pub use vhsm::{Vhsm, MAX_AUDIT_PAGE};
 pub use vhsm_audit::AuditRecord;

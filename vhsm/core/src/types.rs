@@ -344,6 +344,31 @@ pub struct KeyInfo {
     pub origin: KeyOrigin,
     /// Audit sequence number of the record that created the key.
     pub created_by_audit_seq: u64,
+    /// For an imported key: the import key its material came in under. `None` for generated
+    /// keys and for keys imported before the store recorded it.
+    pub imported_under: Option<ImportedUnder>,
+    /// When versions 2 and later (rotations) were created, by version. Versions rotated before
+    /// the store recorded it are missing.
+    pub rotations: BTreeMap<u32, VersionCreated>,
+}
+
+/// The import key an imported key's material was wrapped under (its id and fingerprint, never
+/// the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportedUnder {
+    /// The id `new_import_key` returned (`import-<16 hex>`).
+    pub import_key_id: String,
+    /// `vhsm_audit::provenance::import_key_fingerprint` of the import key.
+    pub fingerprint: [u8; 16],
+}
+
+/// When one key version was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionCreated {
+    /// Unix ms.
+    pub created_at_ms: u64,
+    /// Sequence number of the audit record of its creation (`key.rotate`).
+    pub audit_seq: u64,
 }
 
 /// What to create.
