@@ -185,15 +185,19 @@ fn decode_provenance(
     if n >= current_version {
         return Err(Error::Corruption("key record: too many rotations".into()));
     }
-    let mut rotations = BTreeMap::new();
+    let mut rotations: BTreeMap<u32, VersionCreated> = BTreeMap::new();
     for _ in 0..n {
         let version = r.u32().map_err(bad)?;
         let created = VersionCreated {
             created_at_ms: r.u64().map_err(bad)?,
             audit_seq: r.u64().map_err(bad)?,
         };
-        let after_last = rotations.last_key_value().map_or(2, |(v, _)| v + 1);
-        if version < after_last || version > current_version {
+        // Strictly increasing from 2; a previous version of u32::MAX leaves no room.
+        let after_last = match rotations.last_key_value() {
+            None => Some(2),
+            Some((v, _)) => v.checked_add(1),
+        };
+        if after_last.is_none_or(|next| version < next) || version > current_version {
             return Err(Error::Corruption("key record: bad rotation version".into()));
         }
         rotations.insert(version, created);
@@ -584,6 +588,21 @@ mod tests {
             enc.extend_from_slice(&[0; 16]);
         }
         assert_eq!(decode_info(&enc).unwrap().rotations.len(), 2);
+        // A rotation at u32::MAX followed by another: refused, not an overflow (found by
+        // fuzzing, fuzz/regressions/key_record/rotation-version-overflow).
+        let top = KeyInfo {
+            current_version: u32::MAX,
+            ..info()
+        };
+        let mut enc = encode_info(&top);
+        enc[0] = RECORD_FORMAT_PROVENANCE;
+        enc.push(0);
+        enc.extend_from_slice(&2u32.to_be_bytes());
+        for v in [u32::MAX, u32::MAX] {
+            enc.extend_from_slice(&v.to_be_bytes());
+            enc.extend_from_slice(&[0; 16]);
+        }
+        assert!(matches!(decode_info(&enc), Err(Error::Corruption(_))));
         // An import key on a generated key.
         let i = KeyInfo {
             origin: KeyOrigin::Generated,
