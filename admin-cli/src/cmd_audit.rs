@@ -62,6 +62,7 @@ pub struct VerifyReport {
     head_seq: u64,
     head_hash: String,
     unsigned_tail: u64,
+    approvals: u64,
     public_key_fingerprint: String,
 }
 
@@ -126,6 +127,7 @@ fn verify(args: &AuditVerifyArgs, format: OutputFormat) -> CliResult<()> {
         head_seq: v.head_seq,
         head_hash: v.head_hash.clone(),
         unsigned_tail: v.unsigned_tail,
+        approvals: v.approvals,
         public_key_fingerprint: public_key_fingerprint(&key),
     };
     output::emit(format, &report, || {
@@ -133,6 +135,9 @@ fn verify(args: &AuditVerifyArgs, format: OutputFormat) -> CliResult<()> {
             "OK: {} records, {} signed, head {} {}\n",
             v.records, v.signed, v.head_seq, v.head_hash
         );
+        if v.approvals > 0 {
+            s.push_str(&format!("{} approver signature(s) checked\n", v.approvals));
+        }
         if v.unsigned_tail > 0 {
             s.push_str(&format!(
                 "note: the last {} record(s) are chained but not yet signed (written while sealed)\n",

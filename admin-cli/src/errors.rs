@@ -251,6 +251,22 @@ fn classify(reason: Reason, code: tonic::Code, retry_ms: u64) -> (ExitKind, Opti
             ExitKind::InvalidState,
             Some("this request was already applied (a retry of an acknowledged change)".into()),
         ),
+        Reason::ApprovalRequired => (
+            ExitKind::InvalidState,
+            Some("the approval policy guards this operation: propose it with `vhsm-admin approval propose ...` and have the approvers approve it (docs/runbook-approvals.md)".into()),
+        ),
+        Reason::ProposalNotFound => (
+            ExitKind::NotFound,
+            Some("list the proposals with `vhsm-admin approval list`".into()),
+        ),
+        Reason::ProposalClosed => (
+            ExitKind::InvalidState,
+            Some("the proposal can no longer run: see `vhsm-admin approval show ID`, and propose again if the operation is still wanted".into()),
+        ),
+        Reason::ApprovalRefused => (
+            ExitKind::Rejected,
+            Some("check the approver name and key file (`vhsm-admin approval policy show` lists the registered approvers)".into()),
+        ),
         Reason::Unspecified => classify_code(code),
     }
 }

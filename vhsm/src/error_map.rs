@@ -39,6 +39,10 @@ pub fn code_and_reason(reason: Reason) -> (Code, WireReason) {
         Reason::Conflict => (Code::Aborted, WireReason::Conflict),
         Reason::AlreadyApplied => (Code::AlreadyExists, WireReason::AlreadyApplied),
         Reason::NoQuorum => (Code::Unavailable, WireReason::NoQuorum),
+        Reason::ApprovalRequired => (Code::FailedPrecondition, WireReason::ApprovalRequired),
+        Reason::ProposalNotFound => (Code::NotFound, WireReason::ProposalNotFound),
+        Reason::ProposalClosed => (Code::FailedPrecondition, WireReason::ProposalClosed),
+        Reason::ApprovalRefused => (Code::PermissionDenied, WireReason::ApprovalRefused),
     }
 }
 
@@ -107,6 +111,18 @@ mod tests {
             Error::Internal("sled: Other".into()),
             Error::RekeyNotStaged("no rekey is staged"),
             Error::RekeyStagingExpired,
+            Error::ApprovalRequired {
+                class: "key_deletion",
+                threshold: 2,
+            },
+            Error::ProposalNotFound("p".into()),
+            Error::ProposalClosed {
+                id: "p".into(),
+                why: "expired".into(),
+            },
+            Error::ApprovalRefused("bad signature".into()),
+            Error::InvalidPolicy("threshold".into()),
+            Error::NotGuarded("key_disable"),
         ]
     }
 
@@ -137,6 +153,12 @@ mod tests {
             (Code::Internal, WireReason::Internal),
             (Code::FailedPrecondition, WireReason::RekeyNotStaged),
             (Code::FailedPrecondition, WireReason::RekeyExpired),
+            (Code::FailedPrecondition, WireReason::ApprovalRequired),
+            (Code::NotFound, WireReason::ProposalNotFound),
+            (Code::FailedPrecondition, WireReason::ProposalClosed),
+            (Code::PermissionDenied, WireReason::ApprovalRefused),
+            (Code::InvalidArgument, WireReason::InvalidArgument),
+            (Code::InvalidArgument, WireReason::InvalidArgument),
         ];
         for (err, (code, reason)) in every_error().iter().zip(want) {
             let s = to_status(err);

@@ -47,6 +47,15 @@ pub enum VerifyError {
         /// Its event name.
         event: String,
     },
+    /// An approval record does not hold up: a bad approver signature, a key the policy did not
+    /// register, or an execution without the approvals it names.
+    #[error("record seq {seq}: {why}")]
+    BadApproval {
+        /// Sequence number of the record.
+        seq: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// The log ends before the expected head.
     #[error("log ends at seq {found} but the expected head is seq {expected}")]
     Truncated {

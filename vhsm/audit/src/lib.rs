@@ -8,6 +8,7 @@
 //! This crate holds no key material: signing takes a key the caller owns.
 #![forbid(unsafe_code)]
 
+pub mod approval;
 mod error;
 mod fingerprint;
 pub mod provenance;

@@ -2,7 +2,97 @@
 
 use ed25519_dalek::VerifyingKey;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::approval::{verify_signature, ApprovalPolicy, Decision, ProposalStatement};
 use crate::{AuditRecord, VerifyError, GENESIS_PREV_HASH};
+
+/// What the approval records seen so far establish: the approvers registered by the newest
+/// `approval.policy_set`, and for each proposal proposed in the log its threshold and the
+/// approvers whose signatures verified.
+#[derive(Default)]
+struct ApprovalTrail {
+    approvers: Option<BTreeMap<String, String>>,
+    proposals: BTreeMap<String, (usize, BTreeSet<String>)>,
+    checked: u64,
+}
+
+impl ApprovalTrail {
+    /// Checks one record's approval facts: every approver signature verifies over the
+    /// proposal it names, with the key the policy in force registered for that approver; an
+    /// execution names only approvers whose approvals are in the log, at least the threshold.
+    fn check(&mut self, record: &AuditRecord) -> Result<(), VerifyError> {
+        let bad = |why: &'static str| VerifyError::BadApproval {
+            seq: record.seq,
+            why,
+        };
+        let field = |name: &str| record.details.get(name).map(String::as_str);
+        match record.event.as_str() {
+            "approval.policy_set" => {
+                let policy: ApprovalPolicy = serde_json::from_str(field("policy").unwrap_or(""))
+                    .map_err(|_| bad("unreadable policy"))?;
+                self.approvers = Some(policy.approvers);
+            }
+            "approval.proposed" => {
+                let statement =
+                    ProposalStatement::from_canonical_json(field("statement").unwrap_or(""))
+                        .map_err(|_| bad("unreadable proposal statement"))?;
+                let threshold: usize = field("threshold")
+                    .and_then(|t| t.parse().ok())
+                    .ok_or(bad("no threshold"))?;
+                self.proposals
+                    .insert(statement.proposal_id, (threshold, BTreeSet::new()));
+            }
+            "approval.approved" | "approval.rejected" => {
+                let decision = if record.event == "approval.approved" {
+                    Decision::Approve
+                } else {
+                    Decision::Reject
+                };
+                let statement =
+                    ProposalStatement::from_canonical_json(field("statement").unwrap_or(""))
+                        .map_err(|_| bad("unreadable proposal statement"))?;
+                if field("proposal_id") != Some(statement.proposal_id.as_str()) {
+                    return Err(bad("signed statement is for another proposal"));
+                }
+                let approver = field("approver").ok_or(bad("no approver"))?;
+                let key = field("approver_key").ok_or(bad("no approver key"))?;
+                if let Some(registered) = &self.approvers {
+                    if registered.get(approver).map(String::as_str) != Some(key) {
+                        return Err(bad("approver key is not the one the policy registered"));
+                    }
+                }
+                let signature = field("signature").ok_or(bad("no signature"))?;
+                verify_signature(key, decision, &statement, signature)
+                    .map_err(|_| bad("approver signature does not verify"))?;
+                if decision == Decision::Approve {
+                    if let Some((_, seen)) = self.proposals.get_mut(&statement.proposal_id) {
+                        seen.insert(approver.to_string());
+                    }
+                }
+                self.checked += 1;
+            }
+            "approval.executed" => {
+                let id = field("proposal_id").ok_or(bad("no proposal id"))?;
+                if let Some((threshold, seen)) = self.proposals.get(id) {
+                    let named: BTreeSet<&str> = field("approvers")
+                        .unwrap_or("")
+                        .split(',')
+                        .filter(|n| !n.is_empty())
+                        .collect();
+                    if named.len() < *threshold {
+                        return Err(bad("executed with fewer approvals than its threshold"));
+                    }
+                    if named.iter().any(|n| !seen.contains(*n)) {
+                        return Err(bad("executed naming an approval that is not in the log"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 /// The events a sealed node can record. The audit signing key is in memory only while the
 /// store is unsealed, so these are the only records that may lack a signature; every other
@@ -34,6 +124,8 @@ pub struct Verified {
     /// Records after the last signed one: chained but not yet covered by a signature (they
     /// were written while sealed; anyone could have appended them).
     pub unsigned_tail: u64,
+    /// Approver signatures checked (`approval.approved` / `approval.rejected` records).
+    pub approvals: u64,
 }
 
 /// Verifies a whole log from seq 1: sequence numbers contiguous from 1, each `prev_hash`
@@ -70,6 +162,7 @@ pub fn verify_suffix(
     };
 
     let mut prev = prev_hash.to_ascii_lowercase();
+    let mut approvals = ApprovalTrail::default();
     let mut signed = 0u64;
     let mut covered = 0usize; // records up to and including the last signed one
     for (position, record) in records.iter().enumerate() {
@@ -96,6 +189,7 @@ pub fn verify_suffix(
                 event: record.event.clone(),
             });
         }
+        approvals.check(record)?;
         prev = record.hash_hex();
     }
 
@@ -109,6 +203,7 @@ pub fn verify_suffix(
         head_seq: last.seq,
         head_hash: prev,
         unsigned_tail: (records.len() - covered) as u64,
+        approvals: approvals.checked,
     })
 }
 
@@ -209,7 +304,8 @@ mod tests {
                 signed: 6,
                 head_seq: 6,
                 head_hash: records[5].hash_hex(),
-                unsigned_tail: 0
+                unsigned_tail: 0,
+                approvals: 0,
             }
         );
     }
@@ -518,5 +614,142 @@ mod tests {
             verify_suffix(&records, &pk(), 0, GENESIS_PREV_HASH, None).unwrap_err(),
             VerifyError::InvalidStart
         );
+    }
+
+    /// A signed log of one 1-of-2 approval: policy, proposal, alice's approval, execution.
+    /// `edit(index, details)` may change a record's details before it is signed.
+    fn approval_log(edit: impl Fn(usize, &mut BTreeMap<String, String>)) -> Vec<AuditRecord> {
+        use crate::approval::{
+            signed_message, ApprovalPolicy, Operation, OperationClass, ProposalStatement, Rule,
+        };
+        use ed25519_dalek::Signer;
+        let alice = SigningKey::from_bytes(&[1u8; 32]);
+        let bob = SigningKey::from_bytes(&[2u8; 32]);
+        let hexkey = |k: &SigningKey| hex::encode(k.verifying_key().to_bytes());
+        let approvers: BTreeMap<String, String> = [
+            ("alice".to_string(), hexkey(&alice)),
+            ("bob".to_string(), hexkey(&bob)),
+        ]
+        .into_iter()
+        .collect();
+        let rule = Rule {
+            threshold: 1,
+            approvers: approvers.keys().cloned().collect(),
+        };
+        let policy = ApprovalPolicy {
+            version: 1,
+            approvers,
+            rules: [
+                (OperationClass::PolicyChange, rule.clone()),
+                (OperationClass::KeyDisable, rule),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let statement = ProposalStatement {
+            store_id: "00".repeat(16),
+            proposal_id: "ab".repeat(16),
+            policy_version: 1,
+            operation: Operation::DisableKey {
+                key_id: "k1".into(),
+            },
+            proposer: "admin".into(),
+            created_at_ms: 1,
+            expires_at_ms: 2,
+        };
+        let sig = hex::encode(
+            alice
+                .sign(&signed_message(Decision::Approve, &statement))
+                .to_bytes(),
+        );
+        let d = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect()
+        };
+        let id = statement.proposal_id.clone();
+        let bodies = [
+            (
+                "approval.policy_set",
+                d(&[("version", "1".into()), ("policy", policy.to_json())]),
+            ),
+            (
+                "approval.proposed",
+                d(&[
+                    ("proposal_id", id.clone()),
+                    ("threshold", "1".into()),
+                    ("statement", statement.canonical_json()),
+                ]),
+            ),
+            (
+                "approval.approved",
+                d(&[
+                    ("proposal_id", id.clone()),
+                    ("approver", "alice".into()),
+                    ("approver_key", hexkey(&alice)),
+                    ("signature", sig),
+                    ("statement", statement.canonical_json()),
+                ]),
+            ),
+            (
+                "approval.executed",
+                d(&[("proposal_id", id), ("approvers", "alice".into())]),
+            ),
+        ];
+        let key = key();
+        let mut out: Vec<AuditRecord> = Vec::new();
+        for (i, (event, mut details)) in bodies.into_iter().enumerate() {
+            edit(i, &mut details);
+            let prev = out
+                .last()
+                .map_or(GENESIS_PREV_HASH.to_string(), |r| r.hash_hex());
+            let mut rec = AuditRecord::new(i as u64 + 1, prev, 10, event, "admin", details);
+            rec.sign(&key);
+            out.push(rec);
+        }
+        out
+    }
+
+    #[test]
+    fn approver_signatures_are_checked_offline() {
+        let v = verify_chain(&approval_log(|_, _| {}), &pk(), None).unwrap();
+        assert_eq!(v.approvals, 1);
+        let cases: [(usize, &str, Option<String>, &str); 5] = [
+            (2, "signature", Some("00".repeat(64)), "does not verify"),
+            (
+                2,
+                "approver_key",
+                Some(hex::encode(
+                    SigningKey::from_bytes(&[9u8; 32])
+                        .verifying_key()
+                        .to_bytes(),
+                )),
+                "not the one the policy registered",
+            ),
+            (
+                2,
+                "approver",
+                Some("bob".into()),
+                "not the one the policy registered",
+            ),
+            (3, "approvers", Some("alice,carol".into()), "not in the log"),
+            (3, "approvers", Some(String::new()), "fewer approvals"),
+        ];
+        for (index, field, value, want) in cases {
+            let log = approval_log(|i, d| {
+                if i == index {
+                    match &value {
+                        Some(v) => d.insert(field.to_string(), v.clone()),
+                        None => d.remove(field),
+                    };
+                }
+            });
+            let e = verify_chain(&log, &pk(), None).unwrap_err();
+            assert!(
+                matches!(&e, VerifyError::BadApproval { seq, why } if *seq == index as u64 + 1 && why.contains(want)),
+                "{field}: {e}"
+            );
+        }
     }
 }

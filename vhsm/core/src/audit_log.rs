@@ -58,11 +58,21 @@ pub(crate) struct Sealer<'a> {
     pub(crate) rng: &'a dyn RandomSource,
 }
 
+/// Details the appliance builds itself and that an offline verifier must read whole: an
+/// approval policy and a proposal statement (bounded by their own limits).
+const WHOLE_DETAILS: [&str; 2] = ["policy", "statement"];
+/// Longest value of a [`WHOLE_DETAILS`] detail.
+const MAX_WHOLE_LEN: usize = 16_384;
+
 fn cut(s: &str) -> String {
-    if s.len() <= MAX_FIELD_LEN {
+    cut_at(s, MAX_FIELD_LEN)
+}
+
+fn cut_at(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_string();
     }
-    let mut end = MAX_FIELD_LEN;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -82,7 +92,18 @@ pub(crate) fn append(
     sealer: Option<&Sealer<'_>>,
 ) -> Result<AuditHead, Error> {
     let seq = head.seq + 1;
-    let details = details.into_iter().map(|(k, v)| (k, cut(&v))).collect();
+    let details = details
+        .into_iter()
+        .map(|(k, v)| {
+            let max = if WHOLE_DETAILS.contains(&k.as_str()) {
+                MAX_WHOLE_LEN
+            } else {
+                MAX_FIELD_LEN
+            };
+            let v = cut_at(&v, max);
+            (k, v)
+        })
+        .collect();
     let mut record = AuditRecord::new(seq, head.hash.clone(), time_ms, event, cut(actor), details);
     if let Some(sealer) = sealer {
         record.sign(sealer.key);

@@ -70,6 +70,14 @@ pub enum Reason {
     StorageFailed,
     /// The audit log does not continue its sealed anchor: the unseal was refused.
     AuditMismatch,
+    /// The operation is guarded by the approval policy: propose it instead.
+    ApprovalRequired,
+    /// No proposal with that id.
+    ProposalNotFound,
+    /// The proposal is closed (executed, rejected, expired or stale): nothing was changed.
+    ProposalClosed,
+    /// An approval was refused (bad signature, not an approver of the rule, already counted).
+    ApprovalRefused,
 }
 
 /// Every failure of the core. One variant per stable [`Reason`] (plus [`Error::WeakKdf`],
@@ -176,6 +184,34 @@ pub enum Error {
     /// record): records were cut, rewritten or forged. The message names seqs only.
     #[error("the audit log does not continue its sealed anchor: {0}")]
     AuditMismatch(String),
+    /// The operation is guarded by the approval policy: it must be proposed and approved.
+    #[error("{class} needs {threshold} approval(s) under the approval policy: propose it (vhsm-admin approval propose ...)")]
+    ApprovalRequired {
+        /// The guarding class (`key_deletion`, ...).
+        class: &'static str,
+        /// Approvals it needs.
+        threshold: u8,
+    },
+    /// No proposal with that id.
+    #[error("proposal not found: {0}")]
+    ProposalNotFound(String),
+    /// The proposal is closed; the message says why (executed, rejected, expired, stale).
+    #[error("proposal {id} is {why}; nothing was changed")]
+    ProposalClosed {
+        /// The proposal id.
+        id: String,
+        /// Why it is closed.
+        why: String,
+    },
+    /// An approval was refused; the message says why (never a key).
+    #[error("approval refused: {0}")]
+    ApprovalRefused(String),
+    /// A proposal for an operation no rule guards: run it directly.
+    #[error("no approval rule guards {0}: run the operation directly")]
+    NotGuarded(&'static str),
+    /// An approval policy is invalid (the message names the problem).
+    #[error("invalid approval policy: {0}")]
+    InvalidPolicy(String),
     /// This node holds no read lease of the replicated store and may not serve crypto.
     #[error("this node is not serving: {0}")]
     NotServing(String),
@@ -215,7 +251,10 @@ impl Error {
             Error::InvalidCiphertext => Reason::InvalidCiphertext,
             Error::KeyVersionNotAllowed => Reason::KeyVersionNotAllowed,
             Error::KeyVersionExhausted(_) => Reason::KeyVersionExhausted,
-            Error::InvalidArgument(_) | Error::WeakKdf => Reason::InvalidArgument,
+            Error::InvalidArgument(_)
+            | Error::WeakKdf
+            | Error::InvalidPolicy(_)
+            | Error::NotGuarded(_) => Reason::InvalidArgument,
             Error::TooLarge(_) => Reason::TooLarge,
             Error::Corruption(_) => Reason::Corruption,
             Error::SelfTestFailed(_) => Reason::SelfTestFailed,
@@ -223,6 +262,10 @@ impl Error {
             Error::Internal(_) => Reason::Internal,
             Error::StorageFailed(_) => Reason::StorageFailed,
             Error::AuditMismatch(_) => Reason::AuditMismatch,
+            Error::ApprovalRequired { .. } => Reason::ApprovalRequired,
+            Error::ProposalNotFound(_) => Reason::ProposalNotFound,
+            Error::ProposalClosed { .. } => Reason::ProposalClosed,
+            Error::ApprovalRefused(_) => Reason::ApprovalRefused,
             Error::NotServing(_) => Reason::NotServing,
             Error::Conflict { .. } => Reason::Conflict,
             Error::AlreadyApplied => Reason::AlreadyApplied,

@@ -17,7 +17,8 @@ use crate::storage::{Tree, WriteBatch};
 use crate::types::{
     ImportKey, ImportedUnder, KeyInfo, KeyOrigin, KeyState, NewKey, SecretBytes, VersionCreated,
 };
-use crate::vhsm::{Hot, Inner, PendingImport, Vhsm};
+use crate::vhsm::{AuditEvent, Hot, Inner, PendingImport, Vhsm};
+use vhsm_audit::approval::OperationClass;
 use vhsm_audit::provenance::{fingerprint_text, import_key_fingerprint};
 
 /// Longest waiting period `schedule_key_deletion` accepts, in days.
@@ -40,6 +41,73 @@ fn live_only(info: &KeyInfo) -> Result<(), Error> {
         KeyState::Destroyed => Err(Error::KeyDestroyed(info.key_id.clone())),
         KeyState::Enabled | KeyState::Disabled => Ok(()),
     }
+}
+
+/// One key metadata change to commit, with what goes in the same batch.
+pub(crate) struct KeyChange<'a> {
+    /// The key's audit event (`key.disable`, ...).
+    pub(crate) event: &'a str,
+    /// Who asked.
+    pub(crate) actor: &'a str,
+    /// Other writes of the same batch (a proposal's new state).
+    pub(crate) batch: WriteBatch,
+    /// Audit records that precede the key's (the approval that completed the quorum).
+    pub(crate) before: Vec<AuditEvent<'a>>,
+    /// The approved proposal this change executes, if any.
+    pub(crate) proposal: Option<&'a str>,
+}
+
+/// The class of the approval policy that guards changing a key from `old` to `new`, if any:
+/// scheduling its deletion, disabling it, raising its minimum decryption version. The one
+/// place that decides which key changes are dangerous.
+pub(crate) fn guarded_class(old: &KeyInfo, new: &KeyInfo) -> Option<OperationClass> {
+    if new.state == KeyState::PendingDeletion && old.state != KeyState::PendingDeletion {
+        Some(OperationClass::KeyDeletion)
+    } else if new.state == KeyState::Disabled && old.state == KeyState::Enabled {
+        Some(OperationClass::KeyDisable)
+    } else if new.min_decryption_version > old.min_decryption_version {
+        Some(OperationClass::MinDecryptionVersion)
+    } else {
+        None
+    }
+}
+
+/// The key after setting its minimum decryption version to `version` (`None`: unchanged).
+pub(crate) fn plan_min_decryption_version(
+    info: &KeyInfo,
+    version: u32,
+) -> Result<Option<KeyInfo>, Error> {
+    live_only(info)?;
+    if version == 0 || version > info.current_version {
+        return Err(Error::InvalidArgument("min_decryption_version"));
+    }
+    Ok((version != info.min_decryption_version).then(|| KeyInfo {
+        min_decryption_version: version,
+        ..info.clone()
+    }))
+}
+
+/// The key after disabling it (`None`: already disabled).
+pub(crate) fn plan_disable(info: &KeyInfo) -> Result<Option<KeyInfo>, Error> {
+    live_only(info)?;
+    Ok((info.state != KeyState::Disabled).then(|| KeyInfo {
+        state: KeyState::Disabled,
+        ..info.clone()
+    }))
+}
+
+/// The key after scheduling its deletion `waiting_days` after `now_ms`.
+pub(crate) fn plan_schedule_deletion(
+    info: &KeyInfo,
+    waiting_days: u32,
+    now_ms: u64,
+) -> Result<Option<KeyInfo>, Error> {
+    live_only(info)?;
+    Ok(Some(KeyInfo {
+        state: KeyState::PendingDeletion,
+        deletion_due_at_ms: now_ms.saturating_add(u64::from(waiting_days) * DAY_MS),
+        ..info.clone()
+    }))
 }
 
 /// Longest caller-supplied key id echoed back in a `KeyNotFound` message.
@@ -283,7 +351,9 @@ impl Vhsm {
         self.describe_key(id)
     }
 
-    /// Applies a metadata-only change (`f` returns `None` for a no-op).
+    /// Applies a metadata-only change (`f` returns `None` for a no-op). A change that the
+    /// approval policy guards ([`guarded_class`]) is refused here: it runs only through an
+    /// approved proposal ([`Vhsm::commit_key_change`]).
     fn change_key(
         &self,
         id: &str,
@@ -297,10 +367,42 @@ impl Vhsm {
         let Some(info) = f(&cached.info)? else {
             return Ok(cached.info.clone());
         };
-        let unsealed = Self::require_unsealed(&inner)?;
-        let mut batch = WriteBatch::new();
+        if let Some(class) = guarded_class(&cached.info, &info) {
+            self.require_unguarded(&inner, class)?;
+        }
+        self.commit_key_change(
+            &mut inner,
+            &cached,
+            info,
+            KeyChange {
+                event,
+                actor,
+                batch: WriteBatch::new(),
+                before: Vec::new(),
+                proposal: None,
+            },
+        )
+    }
+
+    /// Commits `info` as the key's new metadata with its audit record (after `change.before`'s
+    /// records, in the same flushed batch as `change.batch`), then updates the hot cache.
+    pub(crate) fn commit_key_change(
+        &self,
+        inner: &mut Inner,
+        cached: &CachedKey,
+        info: KeyInfo,
+        change: KeyChange<'_>,
+    ) -> Result<KeyInfo, Error> {
+        let KeyChange {
+            event,
+            actor,
+            mut batch,
+            mut before,
+            proposal,
+        } = change;
+        let unsealed = Self::require_unsealed(inner)?;
         keys::put_info(&mut batch, &unsealed.keyring, &info, &*self.rng)?;
-        let d = details([
+        let mut d = details([
             ("key_id", info.key_id.clone()),
             ("state", info.state.as_str().to_string()),
             (
@@ -309,7 +411,11 @@ impl Vhsm {
             ),
             ("deletion_due_at_ms", info.deletion_due_at_ms.to_string()),
         ]);
-        self.commit_audited(&mut inner, batch, event, actor, d)?;
+        if let Some(id) = proposal {
+            d.insert("proposal_id".to_string(), id.to_string());
+        }
+        before.push((event, d));
+        self.commit_audited_events(inner, batch, before, actor)?;
         self.put_hot(Arc::new(CachedKey {
             info: info.clone(),
             versions: cached.versions.clone(),
@@ -383,14 +489,7 @@ impl Vhsm {
         actor: &str,
     ) -> Result<KeyInfo, Error> {
         self.change_key(id, actor, "key.min_decryption_version", |info| {
-            live_only(info)?;
-            if version == 0 || version > info.current_version {
-                return Err(Error::InvalidArgument("min_decryption_version"));
-            }
-            Ok((version != info.min_decryption_version).then(|| KeyInfo {
-                min_decryption_version: version,
-                ..info.clone()
-            }))
+            plan_min_decryption_version(info, version)
         })
     }
 
@@ -407,13 +506,7 @@ impl Vhsm {
 
     /// Enabled → Disabled (a no-op when already disabled).
     pub fn disable_key(&self, id: &str, actor: &str) -> Result<KeyInfo, Error> {
-        self.change_key(id, actor, "key.disable", |info| {
-            live_only(info)?;
-            Ok((info.state != KeyState::Disabled).then(|| KeyInfo {
-                state: KeyState::Disabled,
-                ..info.clone()
-            }))
-        })
+        self.change_key(id, actor, "key.disable", plan_disable)
     }
 
     /// Enabled/Disabled → PendingDeletion, destroyed by `destroy_due_keys` once `waiting_days`
@@ -424,23 +517,21 @@ impl Vhsm {
         waiting_days: u32,
         actor: &str,
     ) -> Result<KeyInfo, Error> {
+        self.check_waiting_days(waiting_days)?;
+        let now = self.clock.now_ms();
+        self.change_key(id, actor, "key.schedule_deletion", |info| {
+            plan_schedule_deletion(info, waiting_days, now)
+        })
+    }
+
+    /// Refuses a waiting period outside `min_deletion_waiting_days..=3650`.
+    pub(crate) fn check_waiting_days(&self, waiting_days: u32) -> Result<(), Error> {
         if waiting_days < self.options.min_deletion_waiting_days
             || waiting_days > MAX_DELETION_WAITING_DAYS
         {
             return Err(Error::InvalidArgument("waiting_days"));
         }
-        let due = self
-            .clock
-            .now_ms()
-            .saturating_add(u64::from(waiting_days) * DAY_MS);
-        self.change_key(id, actor, "key.schedule_deletion", |info| {
-            live_only(info)?;
-            Ok(Some(KeyInfo {
-                state: KeyState::PendingDeletion,
-                deletion_due_at_ms: due,
-                ..info.clone()
-            }))
-        })
+        Ok(())
     }
 
     /// PendingDeletion → Disabled (as AWS KMS does).

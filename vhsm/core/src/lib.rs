@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod selftest;
 pub mod shamir;
 
+mod approvals;
 mod audit_log;
 mod backup;
 mod ceremony;
@@ -48,6 +49,7 @@ pub mod types;
 mod vhsm;
 
 pub use crate::crypto::KdfParams;
+pub use approvals::{Decided, Proposal, ProposalState, Signoff};
 pub use cryptoops::{METADATA_FORMAT, METADATA_LEN};
 pub use env::{Clock, OsRandom, RandomSource, SystemClock};
 pub use error::{Error, Reason};
@@ -64,6 +66,7 @@ pub use types::{
     UnsealProgress, Usage, UsageSet, VersionCreated,
 };
 pub use vhsm::{Vhsm, MAX_AUDIT_PAGE};
+pub use vhsm_audit::approval;
 pub use vhsm_audit::AuditRecord;
 pub use zeroize::Zeroizing;
 

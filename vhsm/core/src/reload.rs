@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use crate::approvals::APPROVAL_META_PREFIX;
 use crate::audit_log;
 use crate::error::Error;
 use crate::header::{Header, HEADER_KEY};
@@ -67,10 +68,13 @@ impl Vhsm {
         let Some(unsealed) = inner.unsealed.as_mut() else {
             return Ok(());
         };
-        // The audit anchor moves with every signed record and is read only at unseal; any other
-        // Meta record (the signing seed) or a keyring term means reloading every secret.
+        // The audit anchor moves with every signed record and is read only at unseal; approval
+        // records are read from storage on every use; any other Meta record (the signing seed)
+        // or a keyring term means reloading every secret.
         if changes.touches(Tree::Keyring)
-            || changes.touches_other_than(Tree::Meta, audit_log::ANCHOR_KEY)
+            || changes.touches_matching(Tree::Meta, |k| {
+                k != audit_log::ANCHOR_KEY && !k.starts_with(APPROVAL_META_PREFIX)
+            })
         {
             let header = inner.header.clone().ok_or(Error::Uninitialized)?;
             let (keyring, signer, all) = load_secrets(&*self.storage, &unsealed.root, &header)?;

@@ -215,6 +215,14 @@ impl Changes {
         }
     }
 
+    /// True if a key of `tree` for which `pred` holds changed (always, for [`Changes::All`]).
+    pub fn touches_matching(&self, tree: Tree, pred: impl Fn(&[u8]) -> bool) -> bool {
+        match self {
+            Changes::All => true,
+            Changes::Keys(k) => k.iter().any(|(t, k)| *t == tree && pred(k)),
+        }
+    }
+
     /// The (tree, key) pairs that changed (all of a batch's writes).
     pub fn of_batch(batch: &WriteBatch) -> Changes {
         Changes::Keys(

@@ -470,6 +470,12 @@ pub struct Options {
     pub gcm_reserve_inline: bool,
     /// What an unseal does when the audit log does not continue its sealed anchor.
     pub audit_anchor_mismatch: AnchorMismatch,
+    /// Lifetime of a proposal when the proposer gives none.
+    pub approval_ttl_ms: u64,
+    /// Longest lifetime a proposal may ask for.
+    pub approval_max_ttl_ms: u64,
+    /// Most proposals pending at once (a new one is refused with `TooLarge`).
+    pub approval_max_pending: usize,
 }
 
 /// What an unseal does when the stored audit log does not continue the sealed anchor (the
@@ -497,7 +503,8 @@ impl AnchorMismatch {
 
 impl Default for Options {
     /// Production defaults: recommended KDF, 10 min partial unseal, 7 days, 1 h import keys,
-    /// 15 min rekey staging.
+    /// 15 min rekey staging,
+    /// proposals valid 24 h (at most 7 days), 32 pending at once.
     fn default() -> Self {
         Options {
             kdf: KdfParams::RECOMMENDED,
@@ -510,6 +517,9 @@ impl Default for Options {
             gcm: crate::invocations::GcmLimits::default(),
             gcm_reserve_inline: true,
             audit_anchor_mismatch: AnchorMismatch::Refuse,
+            approval_ttl_ms: 24 * 3_600_000,
+            approval_max_ttl_ms: 7 * 24 * 3_600_000,
+            approval_max_pending: 32,
         }
     }
 }

@@ -38,7 +38,7 @@ use crate::types::{
 };
 
 /// One audit event to append: its name and details.
-type AuditEvent = (&'static str, std::collections::BTreeMap<String, String>);
+pub(crate) type AuditEvent<'a> = (&'a str, std::collections::BTreeMap<String, String>);
 
 /// Meta-tree key of the sealed audit signing (Ed25519) seed.
 pub(crate) const SIGNING_SEED_KEY: &[u8] = b"audit-signing-seed";
@@ -707,7 +707,7 @@ impl Vhsm {
         &self,
         tail: Tail,
         anchor: Option<&AuditHead>,
-    ) -> Result<(AuditHead, Vec<AuditEvent>), Error> {
+    ) -> Result<(AuditHead, Vec<AuditEvent<'static>>), Error> {
         match tail {
             Tail::Verified {
                 head,
