@@ -246,10 +246,11 @@ async fn a_sealed_vhsmd_holds_no_key_passphrase_or_plaintext() {
         "{}",
         sealed.report("vhsmd, sealed")
     );
-    // - the import key: our message copies are zeroized; at most the one copy in the gRPC
-    //   encoder's freed buffer of the NewImportKey answer remains;
+    // - the import key: our message copies are zeroized; the encoded NewImportKey answer can
+    //   remain in freed library buffers, at most twice (tonic's encode buffer and h2's write
+    //   buffer; CI saw two copies in separate thread arenas in one run of many);
     assert!(
-        sealed.count("import key") <= 1,
+        sealed.count("import key") <= 2,
         "{}",
         sealed.report("vhsmd, sealed")
     );
