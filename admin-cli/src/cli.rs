@@ -182,6 +182,17 @@ of the target, exactly like `unseal`. Key material never leaves the appliances i
     /// The replicated HA group: status, add and remove nodes.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+
+    /// Quorum approval: approver keys, the policy, proposals, review, approve and reject.
+    #[command(
+        subcommand,
+        long_about = "Quorum approval of dangerous operations (docs/runbook-approvals.md).\n\n\
+Once a policy guards a class of operation (key deletion, disable, raising the minimum decryption \
+version, membership changes, the policy itself), one admin certificate is no longer enough: an \
+operator proposes the operation, M named approvers review it and approve it with their own \
+Ed25519 keys, and the M-th approval executes it once. Every step is in the audit chain."
+    )]
+    Approval(crate::cmd_approval::ApprovalCommand),
 }
 
 /// `cluster ...`

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cmd_approval;
 pub mod cmd_audit;
 pub mod cmd_backup;
 pub mod cmd_ceremony;
@@ -50,6 +51,9 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Audit(cmd @ AuditCommand::Verify(_)) => {
             return cmd_audit::run(None, cmd, cli.output).await
         }
+        Command::Approval(cmd_approval::ApprovalCommand::Approver(
+            cmd_approval::ApproverCommand::New(a),
+        )) => return cmd_approval::approver_new(a, cli.passphrase_fd),
         Command::Key(KeyCommand::VerifyProvenance(a)) => {
             return cmd_provenance::verify(a, cli.output)
         }
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> CliResult<()> {
         Command::Clone(a) => cmd_backup::clone(&ctx, a).await,
         Command::Audit(cmd) => cmd_audit::run(Some(&ctx), cmd, ctx.format).await,
         Command::Cluster(cmd) => cmd_cluster::run(&ctx, cmd).await,
+        Command::Approval(cmd) => cmd_approval::run(&ctx, cmd).await,
         Command::Pki(_) | Command::Xks(_) => Ok(()),
     }
 }

@@ -529,6 +529,34 @@ impl Admin for Fake {
     async fn key_provenance(&self, _: Request<KeyProvenanceRequest>) -> R<KeyProvenanceResponse> {
         Err(Status::unimplemented("not faked"))
     }
+    // Quorum approval is tested against the real vhsmd (tests/tests/approvals.rs).
+    async fn get_approval_policy(
+        &self,
+        _: Request<GetApprovalPolicyRequest>,
+    ) -> R<ApprovalPolicyResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn set_approval_policy(
+        &self,
+        _: Request<SetApprovalPolicyRequest>,
+    ) -> R<ApprovalPolicyResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn propose(&self, _: Request<ProposeRequest>) -> R<ProposalResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn list_proposals(&self, _: Request<ListProposalsRequest>) -> R<ListProposalsResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn get_proposal(&self, _: Request<GetProposalRequest>) -> R<ProposalResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
+    async fn decide_proposal(
+        &self,
+        _: Request<DecideProposalRequest>,
+    ) -> R<DecideProposalResponse> {
+        Err(Status::unimplemented("not faked"))
+    }
 }
 
 /// A fake node with its PKI; the server runs on its own runtime thread.

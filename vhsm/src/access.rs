@@ -43,13 +43,19 @@ pub enum Method {
     ClusterStatus,
     AddNode,
     RemoveNode,
+    GetApprovalPolicy,
+    SetApprovalPolicy,
+    Propose,
+    ListProposals,
+    GetProposal,
+    DecideProposal,
     // Peer service (Raft traffic between nodes)
     Peer,
 }
 
 impl Method {
     /// Every method, for exhaustive tests and docs.
-    pub const ALL: [Method; 36] = [
+    pub const ALL: [Method; 42] = [
         Method::Encrypt,
         Method::Decrypt,
         Method::GetKeyMetadata,
@@ -85,6 +91,12 @@ impl Method {
         Method::ClusterStatus,
         Method::AddNode,
         Method::RemoveNode,
+        Method::GetApprovalPolicy,
+        Method::SetApprovalPolicy,
+        Method::Propose,
+        Method::ListProposals,
+        Method::GetProposal,
+        Method::DecideProposal,
         Method::Peer,
     ];
 
@@ -126,6 +138,12 @@ impl Method {
             Method::ClusterStatus => "Admin/ClusterStatus",
             Method::AddNode => "Admin/AddNode",
             Method::RemoveNode => "Admin/RemoveNode",
+            Method::GetApprovalPolicy => "Admin/GetApprovalPolicy",
+            Method::SetApprovalPolicy => "Admin/SetApprovalPolicy",
+            Method::Propose => "Admin/Propose",
+            Method::ListProposals => "Admin/ListProposals",
+            Method::GetProposal => "Admin/GetProposal",
+            Method::DecideProposal => "Admin/DecideProposal",
             Method::Peer => "Peer/Raft",
         }
     }
@@ -162,6 +180,9 @@ impl Method {
                     | Method::KeyProvenance
                     | Method::AddNode
                     | Method::RemoveNode
+                    | Method::GetApprovalPolicy
+                    | Method::ListProposals
+                    | Method::GetProposal
             )
     }
 
@@ -189,11 +210,15 @@ impl Method {
     }
 
     /// Calls that remove permission to use a key: they return once every member applied them
-    /// (or name the members that had not).
+    /// (or name the members that had not). A decision may execute an approved disable,
+    /// deletion or minimum-version raise.
     pub fn is_kill_switch(self) -> bool {
         matches!(
             self,
-            Method::DisableKey | Method::ScheduleKeyDeletion | Method::SetMinDecryptionVersion
+            Method::DisableKey
+                | Method::ScheduleKeyDeletion
+                | Method::SetMinDecryptionVersion
+                | Method::DecideProposal
         )
     }
 
@@ -211,6 +236,11 @@ impl Method {
                     | Method::ExportAudit
                     | Method::GetAuditPublicKey
                     | Method::KeyProvenance
+                    | Method::GetApprovalPolicy
+                    | Method::ListProposals
+                    | Method::GetProposal
+                    // An approver may hold an auditor certificate: the signature authorizes.
+                    | Method::DecideProposal
             ),
             Role::Peer => self == Method::Peer,
         }
@@ -296,7 +326,7 @@ mod tests {
     }
 
     #[test]
-    fn auditor_role_gets_status_audit_and_provenance_only() {
+    fn auditor_role_gets_status_audit_provenance_and_approval_review_only() {
         let allowed: Vec<_> = Method::ALL
             .iter()
             .filter(|m| m.allows(Role::Auditor))
@@ -309,7 +339,11 @@ mod tests {
                 "Admin/ExportAudit",
                 "Admin/GetAuditPublicKey",
                 "Admin/KeyProvenance",
-                "Admin/ClusterStatus"
+                "Admin/ClusterStatus",
+                "Admin/GetApprovalPolicy",
+                "Admin/ListProposals",
+                "Admin/GetProposal",
+                "Admin/DecideProposal"
             ]
         );
     }

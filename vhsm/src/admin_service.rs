@@ -3,23 +3,27 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use vhsm_core::approval::Operation;
 use vhsm_core::{Error, InitRequest as CoreInit, NewKey, RekeyAuth, Vhsm};
 use vhsm_proto::v1::admin_server::Admin;
 use vhsm_proto::v1::{
-    init_request, AddNodeRequest, ClusterMember, ClusterStatusRequest, ClusterStatusResponse,
-    CreateBackupRequest, CreateBackupResponse, CreateKeyRequest, EncryptedShare,
-    ExportAuditRequest, ExportAuditResponse, GetAuditPublicKeyRequest, GetAuditPublicKeyResponse,
-    ImportKeyRequest, InitRequest, InitResponse, KeyIdRequest, KeyProvenanceRequest,
-    KeyProvenanceResponse, KeyResponse, ListKeysRequest, ListKeysResponse, NewImportKeyRequest,
-    NewImportKeyResponse, RekeyAbortRequest, RekeyAbortResponse, RekeyCommitRequest,
-    RekeyCommitResponse, RekeyRequest, RekeyStageResponse, RemoveNodeRequest, ResetUnsealRequest,
-    RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest, SealRequest,
-    SealResponse, SetMinDecryptionVersionRequest, ShareSubmission, StatusRequest, StatusResponse,
-    UnsealRequest, UnsealResponse,
+    init_request, AddNodeRequest, ApprovalPolicyResponse, ClusterMember, ClusterStatusRequest,
+    ClusterStatusResponse, CreateBackupRequest, CreateBackupResponse, CreateKeyRequest,
+    DecideProposalRequest, DecideProposalResponse, EncryptedShare, ExportAuditRequest,
+    ExportAuditResponse, GetApprovalPolicyRequest, GetAuditPublicKeyRequest,
+    GetAuditPublicKeyResponse, GetProposalRequest, ImportKeyRequest, InitRequest, InitResponse,
+    KeyIdRequest, KeyProvenanceRequest, KeyProvenanceResponse, KeyResponse, ListKeysRequest,
+    ListKeysResponse, ListProposalsRequest, ListProposalsResponse, NewImportKeyRequest,
+    NewImportKeyResponse, ProposalResponse, ProposeRequest, RekeyAbortRequest, RekeyAbortResponse,
+    RekeyCommitRequest, RekeyCommitResponse, RekeyRequest, RekeyStageResponse, RemoveNodeRequest,
+    ResetUnsealRequest, RestoreBackupRequest, RestoreBackupResponse, ScheduleKeyDeletionRequest,
+    SealRequest, SealResponse, SetApprovalPolicyRequest, SetMinDecryptionVersionRequest,
+    ShareSubmission, StatusRequest, StatusResponse, UnsealRequest, UnsealResponse,
 };
 use zeroize::Zeroize;
 
 use crate::access::Method;
+use crate::approval_rpc;
 use crate::cluster::node::ClusterNode;
 use crate::convert::{self, take_secret};
 use crate::dispatch::{core_status, Dispatcher};
@@ -242,6 +246,29 @@ where
     cluster_response(node)
 }
 
+/// Runs the membership change an approval executed (outside the store write that closed the
+/// proposal, so the change never runs inside a retried write).
+async fn run_approved_membership(
+    node: Option<&Arc<ClusterNode>>,
+    operation: Operation,
+) -> Result<ClusterStatusResponse, Status> {
+    let n = cluster_of(node)?;
+    let outcome = match operation {
+        Operation::AddNode {
+            address,
+            learner_only,
+        } => n.add_node(&address, learner_only).await.map(|_| ()),
+        Operation::RemoveNode { raft_id } => n.remove_node(raft_id).await,
+        _ => return Err(err(Error::Internal("not a membership change".into()))),
+    };
+    outcome.map_err(|e| {
+        Status::failed_precondition(format!(
+            "approved membership change executed but refused by the cluster: {e}"
+        ))
+    })?;
+    cluster_response(node)
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn cluster_status(
@@ -262,11 +289,12 @@ impl Admin for AdminService {
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let node = self.d.cluster().cloned();
         self.d
-            .call(request, Method::AddNode, "", move |_, _, r| {
+            .call(request, Method::AddNode, "", move |v, _, r| {
                 let n = cluster_of(node.as_ref())?;
                 if !r.address.starts_with("https://") {
                     return Err(convert_invalid("address"));
                 }
+                approval_rpc::require_membership_unguarded(v)?;
                 membership_change(node.as_ref(), async {
                     n.add_node(&r.address, r.learner_only).await.map(|_| ())
                 })
@@ -280,8 +308,9 @@ impl Admin for AdminService {
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let node = self.d.cluster().cloned();
         self.d
-            .call(request, Method::RemoveNode, "", move |_, _, r| {
+            .call(request, Method::RemoveNode, "", move |v, _, r| {
                 let n = cluster_of(node.as_ref())?;
+                approval_rpc::require_membership_unguarded(v)?;
                 membership_change(node.as_ref(), n.remove_node(r.raft_id))
             })
             .await
@@ -617,6 +646,79 @@ impl Admin for AdminService {
                 })
             })
             .await
+    }
+
+    async fn get_approval_policy(
+        &self,
+        request: Request<GetApprovalPolicyRequest>,
+    ) -> Result<Response<ApprovalPolicyResponse>, Status> {
+        self.d
+            .call(request, Method::GetApprovalPolicy, "", |v, _, _| {
+                approval_rpc::get_policy(v)
+            })
+            .await
+    }
+
+    async fn set_approval_policy(
+        &self,
+        request: Request<SetApprovalPolicyRequest>,
+    ) -> Result<Response<ApprovalPolicyResponse>, Status> {
+        self.d
+            .call(request, Method::SetApprovalPolicy, "", |v, c, r| {
+                approval_rpc::set_policy(v, c, &r)
+            })
+            .await
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposalResponse>, Status> {
+        self.d
+            .call(request, Method::Propose, "", |v, c, r| {
+                approval_rpc::propose(v, c, &r)
+            })
+            .await
+    }
+
+    async fn list_proposals(
+        &self,
+        request: Request<ListProposalsRequest>,
+    ) -> Result<Response<ListProposalsResponse>, Status> {
+        self.d
+            .call(request, Method::ListProposals, "", |v, _, r| {
+                approval_rpc::list(v, &r)
+            })
+            .await
+    }
+
+    async fn get_proposal(
+        &self,
+        request: Request<GetProposalRequest>,
+    ) -> Result<Response<ProposalResponse>, Status> {
+        self.d
+            .call(request, Method::GetProposal, "", |v, _, r| {
+                approval_rpc::get(v, &r)
+            })
+            .await
+    }
+
+    async fn decide_proposal(
+        &self,
+        request: Request<DecideProposalRequest>,
+    ) -> Result<Response<DecideProposalResponse>, Status> {
+        let decided = self
+            .d
+            .call(request, Method::DecideProposal, "", |v, c, r| {
+                approval_rpc::decide(v, c, &r)
+            })
+            .await?;
+        let (mut response, execute) = decided.into_inner();
+        if let Some(operation) = execute {
+            let node = self.d.cluster().cloned();
+            response.cluster = Some(run_approved_membership(node.as_ref(), operation).await?);
+        }
+        Ok(Response::new(response))
     }
 
     async fn get_audit_public_key(

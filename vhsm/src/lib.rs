@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod admin_service;
+pub mod approval_rpc;
 pub mod cluster;
 pub mod config;
 pub mod convert;

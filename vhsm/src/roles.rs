@@ -16,7 +16,9 @@ pub enum Role {
     Crypto,
     /// Operators: the whole Admin service plus Crypto Health and GetKeyMetadata.
     Admin,
-    /// Auditors: Admin Status, ClusterStatus, ExportAudit, GetAuditPublicKey and KeyProvenance.
+    /// Auditors: Admin Status, ClusterStatus, ExportAudit, GetAuditPublicKey, KeyProvenance,
+    /// the approval reads (GetApprovalPolicy, ListProposals, GetProposal) and DecideProposal
+    /// (an approver's signed decision).
     Auditor,
     /// The other nodes of the cluster: the Peer (Raft) service only.
     Peer,

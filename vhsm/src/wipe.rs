@@ -4,12 +4,14 @@
 
 use vhsm_proto::v1::{
     init_request, AddNodeRequest, ClusterStatusRequest, CreateBackupRequest, CreateKeyRequest,
-    DecryptRequest, EncryptRequest, ExportAuditRequest, GenerateRandomRequest,
-    GetAuditPublicKeyRequest, GetKeyMetadataRequest, HealthRequest, ImportKeyRequest, InitRequest,
-    KeyIdRequest, KeyProvenanceRequest, ListKeysRequest, NewImportKeyRequest, RekeyAbortRequest,
-    RekeyCommitRequest, RekeyRequest, RemoveNodeRequest, ResetUnsealRequest, RestoreBackupRequest,
-    ScheduleKeyDeletionRequest, SealRequest, SetMinDecryptionVersionRequest, StatusRequest,
-    UnsealRequest, UnwrapKeyRequest, WrapKeyRequest,
+    DecideProposalRequest, DecryptRequest, EncryptRequest, ExportAuditRequest,
+    GenerateRandomRequest, GetApprovalPolicyRequest, GetAuditPublicKeyRequest,
+    GetKeyMetadataRequest, GetProposalRequest, HealthRequest, ImportKeyRequest, InitRequest,
+    KeyIdRequest, KeyProvenanceRequest, ListKeysRequest, ListProposalsRequest, NewImportKeyRequest,
+    ProposeRequest, RekeyAbortRequest, RekeyCommitRequest, RekeyRequest, RemoveNodeRequest,
+    ResetUnsealRequest, RestoreBackupRequest, ScheduleKeyDeletionRequest, SealRequest,
+    SetApprovalPolicyRequest, SetMinDecryptionVersionRequest, StatusRequest, UnsealRequest,
+    UnwrapKeyRequest, WrapKeyRequest,
 };
 use zeroize::Zeroize;
 
@@ -70,6 +72,12 @@ no_secrets!(
     ClusterStatusRequest,
     AddNodeRequest,
     RemoveNodeRequest,
+    GetApprovalPolicyRequest,
+    SetApprovalPolicyRequest,
+    ProposeRequest,
+    ListProposalsRequest,
+    GetProposalRequest,
+    DecideProposalRequest,
 );
 
 impl Wipe for InitRequest {

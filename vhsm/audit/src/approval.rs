@@ -85,11 +85,14 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalPolicy {
     /// Incremented by the appliance on every change; a proposal names the version it was made
-    /// under and is refused once the policy changed.
+    /// under and is refused once the policy changed. Ignored (may be left out) when set.
+    #[serde(default)]
     pub version: u64,
     /// Registered approvers: name -> hex Ed25519 public key.
+    #[serde(default)]
     pub approvers: BTreeMap<String, String>,
     /// Guarded classes. A class without a rule needs no approval.
+    #[serde(default)]
     pub rules: BTreeMap<OperationClass, Rule>,
 }
 
@@ -403,6 +406,15 @@ impl Decision {
         match self {
             Decision::Approve => "approve",
             Decision::Reject => "reject",
+        }
+    }
+
+    /// The decision named `"approve"` or `"reject"`.
+    pub fn from_name(name: &str) -> Option<Decision> {
+        match name {
+            "approve" => Some(Decision::Approve),
+            "reject" => Some(Decision::Reject),
+            _ => None,
         }
     }
 }

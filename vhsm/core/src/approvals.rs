@@ -152,6 +152,20 @@ impl Vhsm {
         Ok(self.load_policy(&inner)?.rule(class).is_some())
     }
 
+    /// `Ok` when no rule guards `class`; [`Error::ApprovalRequired`] when one does (the
+    /// daemon's gate for operations it runs itself, such as membership changes). Sealed with a
+    /// policy stored, the rules cannot be read: [`Error::Sealed`] (fail closed).
+    pub fn require_no_approval(&self, class: OperationClass) -> Result<(), Error> {
+        let inner = self.lock()?;
+        if Self::require_unsealed(&inner).is_err() {
+            return match self.storage.get(Tree::Meta, POLICY_KEY)? {
+                Some(_) => Err(Error::Sealed),
+                None => Ok(()),
+            };
+        }
+        self.require_unguarded(&inner, class)
+    }
+
     /// Sets the policy directly: allowed only while no rule guards policy changes (then it is
     /// an approved operation, see [`Vhsm::propose`]).
     pub fn set_approval_policy(
@@ -524,7 +538,8 @@ impl Vhsm {
                 }
             }
             Operation::AddNode { ref address, .. } => {
-                if address.is_empty() || address.len() > MAX_ADDRESS_LEN {
+                // Peers are reached over mutual TLS only (as `AddNode` requires).
+                if !address.starts_with("https://") || address.len() > MAX_ADDRESS_LEN {
                     return Err(Error::InvalidArgument("address"));
                 }
                 Ok(operation)
