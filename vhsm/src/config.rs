@@ -84,6 +84,77 @@ pub struct Config {
     /// Optional Prometheus endpoint (plain HTTP; keep it on loopback or a management network).
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    /// Quorum-approval proposal limits (docs/runbook-approvals.md).
+    #[serde(default)]
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[approvals]`: how long proposals live and how many may wait at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsConfig {
+    /// Lifetime of a proposal that does not ask for one (seconds). Default 86400 (24 h).
+    #[serde(default = "default_approval_ttl_secs")]
+    pub ttl_secs: u64,
+    /// Longest lifetime a proposal may ask for (seconds). Default 604800 (7 days), at most
+    /// 30 days.
+    #[serde(default = "default_approval_max_ttl_secs")]
+    pub max_ttl_secs: u64,
+    /// Proposals pending at once (a bound on what one admin certificate can make approvers
+    /// review). Default 32, 1..=256.
+    #[serde(default = "default_approval_max_pending")]
+    pub max_pending: usize,
+}
+
+impl Default for ApprovalsConfig {
+    fn default() -> Self {
+        ApprovalsConfig {
+            ttl_secs: default_approval_ttl_secs(),
+            max_ttl_secs: default_approval_max_ttl_secs(),
+            max_pending: default_approval_max_pending(),
+        }
+    }
+}
+
+fn default_approval_ttl_secs() -> u64 {
+    86_400
+}
+
+fn default_approval_max_ttl_secs() -> u64 {
+    7 * 86_400
+}
+
+fn default_approval_max_pending() -> usize {
+    32
+}
+
+/// Longest `[approvals] max_ttl_secs` (30 days).
+pub const MAX_APPROVAL_TTL_SECS: u64 = 30 * 86_400;
+/// Largest `[approvals] max_pending`.
+pub const MAX_APPROVAL_PENDING: usize = 256;
+
+impl ApprovalsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=MAX_APPROVAL_TTL_SECS).contains(&self.max_ttl_secs) {
+            return Err(ConfigError::invalid(
+                "approvals.max_ttl_secs",
+                "must be 1..=2592000 (30 days)",
+            ));
+        }
+        if !(1..=self.max_ttl_secs).contains(&self.ttl_secs) {
+            return Err(ConfigError::invalid(
+                "approvals.ttl_secs",
+                "must be 1..=approvals.max_ttl_secs",
+            ));
+        }
+        if !(1..=MAX_APPROVAL_PENDING).contains(&self.max_pending) {
+            return Err(ConfigError::invalid(
+                "approvals.max_pending",
+                "must be 1..=256",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]`: where vhsmd serves `GET /metrics`.
@@ -432,6 +503,7 @@ impl Config {
                 "must be at least 1 (0 needs [dev] allow_short_deletion = true)",
             ));
         }
+        self.approvals.validate()?;
         if self.keys.min_deletion_waiting_days > 365 {
             return Err(ConfigError::invalid(
                 "keys.min_deletion_waiting_days",
@@ -707,6 +779,25 @@ auditor = ["auditor"]
         assert_eq!(field_of(c.validate().unwrap_err()), "roles.admin");
         let c = Config::parse(&text.replace(r#"admin = ["admin"]"#, r#"admin = [""]"#)).unwrap();
         assert_eq!(field_of(c.validate().unwrap_err()), "roles.admin");
+    }
+
+    #[test]
+    fn approval_limits_are_bounded() {
+        let (_d, text) = with_files();
+        for (section, field) in [
+            ("ttl_secs = 0", "approvals.ttl_secs"),
+            ("ttl_secs = 700000", "approvals.ttl_secs"),
+            ("max_ttl_secs = 0", "approvals.max_ttl_secs"),
+            ("max_ttl_secs = 2592001", "approvals.max_ttl_secs"),
+            ("max_pending = 0", "approvals.max_pending"),
+            ("max_pending = 257", "approvals.max_pending"),
+        ] {
+            let c = Config::parse(&format!("{text}\n[approvals]\n{section}\n")).unwrap();
+            assert_eq!(field_of(c.validate().unwrap_err()), field, "{section}");
+        }
+        let c = Config::parse(&format!("{text}\n[approvals]\nttl_secs = 60\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.approvals.max_pending, 32);
     }
 
     #[test]

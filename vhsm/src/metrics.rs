@@ -56,12 +56,17 @@ pub struct Counters {
     pub gcm_exhausted: u64,
     /// Highest reserved share of the limit, hundredths of a percent.
     pub gcm_max_basis_points: u64,
+    /// Approval proposals pending (absent while sealed or while the core is busy).
+    pub approvals_pending: Option<u64>,
+    /// `[approvals] max_pending`.
+    pub approvals_max_pending: u64,
 }
 
 impl Sources {
     fn counters(&self) -> Counters {
         use std::sync::atomic::Ordering::Relaxed;
         let r = &self.reservations;
+        let (pending, max_pending) = self.vhsm.pending_proposals_now();
         Counters {
             crypto_waited: self.crypto_limits.waited.load(Relaxed),
             crypto_timed_out: self.crypto_limits.timed_out.load(Relaxed),
@@ -72,6 +77,8 @@ impl Sources {
             gcm_warnings: r.warnings.load(Relaxed),
             gcm_exhausted: r.exhausted.load(Relaxed),
             gcm_max_basis_points: r.max_reserved_basis_points.load(Relaxed),
+            approvals_pending: pending.map(|n| n as u64),
+            approvals_max_pending: max_pending as u64,
         }
     }
 }
@@ -150,6 +157,20 @@ fn render_counters(r: &mut Registry, c: &Counters) {
         "vhsm_gcm_max_reserved_basis_points",
         "Highest share of the AES-GCM limit reserved under a key version this node reserved for (1/100 %)",
         c.gcm_max_basis_points,
+    );
+    if let Some(pending) = c.approvals_pending {
+        gauge(
+            r,
+            "vhsm_approval_proposals_pending",
+            "Quorum-approval proposals collecting approvals (absent while sealed or busy)",
+            pending,
+        );
+    }
+    gauge(
+        r,
+        "vhsm_approval_proposals_max_pending",
+        "Most proposals pending at once ([approvals] max_pending)",
+        c.approvals_max_pending,
     );
 }
 
@@ -360,6 +381,8 @@ mod tests {
             gcm_warnings: 3,
             gcm_exhausted: 9,
             gcm_max_basis_points: 5_012,
+            approvals_pending: Some(2),
+            approvals_max_pending: 32,
         };
         let text = render(&view("follower", true), SealState::Unsealed, 5, &c);
         for line in [
@@ -371,6 +394,8 @@ mod tests {
             "vhsm_gcm_reservation_warnings_total 3",
             "vhsm_gcm_exhausted_total 9",
             "vhsm_gcm_max_reserved_basis_points 5012",
+            "vhsm_approval_proposals_pending 2",
+            "vhsm_approval_proposals_max_pending 32",
         ] {
             assert!(text.contains(line), "{line} missing in {text}");
         }

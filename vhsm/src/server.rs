@@ -113,6 +113,9 @@ pub fn core_options(config: &Config) -> Options {
         // The dispatcher reserves ahead (encrypts run on async workers).
         gcm_reserve_inline: false,
         audit_anchor_mismatch: config.audit.on_anchor_mismatch.policy(),
+        approval_ttl_ms: config.approvals.ttl_secs.saturating_mul(1000),
+        approval_max_ttl_ms: config.approvals.max_ttl_secs.saturating_mul(1000),
+        approval_max_pending: config.approvals.max_pending,
         ..Options::default()
     };
     if config.dev.insecure_fast_kdf {
@@ -524,6 +527,8 @@ admin = ["admin"]
 partial_unseal_timeout_secs = 30
 [keys]
 min_deletion_waiting_days = 3
+[approvals]
+ttl_secs = 3600
 "#,
         )
         .unwrap();
@@ -539,6 +544,9 @@ min_deletion_waiting_days = 3
         assert_eq!(o.partial_unseal_timeout_ms, 30_000);
         assert_eq!(o.rekey_staging_ttl_ms, 900_000);
         assert_eq!(o.min_deletion_waiting_days, 3);
+        assert_eq!(o.approval_ttl_ms, 3_600_000);
+        assert_eq!(o.approval_max_ttl_ms, 7 * 86_400_000);
+        assert_eq!(o.approval_max_pending, 32);
         assert_eq!(o.audit_anchor_mismatch, vhsm_core::AnchorMismatch::Refuse);
         o.validate().unwrap();
     }

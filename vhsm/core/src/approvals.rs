@@ -239,6 +239,21 @@ impl Vhsm {
         Ok(proposal)
     }
 
+    /// For monitoring: proposals pending now (`None` while sealed, or while a ceremony or
+    /// write holds the state lock: a scrape never waits) and the `approval_max_pending` limit.
+    pub fn pending_proposals_now(&self) -> (Option<usize>, usize) {
+        let limit = self.options.approval_max_pending;
+        let Ok(inner) = self.inner.try_lock() else {
+            return (None, limit);
+        };
+        let pending = self.load_proposals(&inner).ok().map(|all| {
+            all.iter()
+                .filter(|p| p.state == ProposalState::Pending)
+                .count()
+        });
+        (pending, limit)
+    }
+
     /// Every stored proposal, oldest first (expired ones reported `Expired`).
     pub fn proposals(&self) -> Result<Vec<Proposal>, Error> {
         let inner = self.lock()?;

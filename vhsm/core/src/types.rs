@@ -551,6 +551,12 @@ impl Options {
         if self.rekey_staging_ttl_ms == 0 {
             return Err(Error::InvalidArgument("options.rekey_staging_ttl_ms"));
         }
+        if self.approval_ttl_ms == 0 || self.approval_ttl_ms > self.approval_max_ttl_ms {
+            return Err(Error::InvalidArgument("options.approval_ttl_ms"));
+        }
+        if self.approval_max_pending == 0 {
+            return Err(Error::InvalidArgument("options.approval_max_pending"));
+        }
         Ok(())
     }
 }
