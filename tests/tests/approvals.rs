@@ -380,3 +380,71 @@ fn an_expired_proposal_does_nothing() {
     assert_eq!(listed[0]["state"], "expired", "{listed}");
     assert_eq!(listed[0]["approvals"], 0, "{listed}");
 }
+
+#[test]
+fn a_rejection_closes_and_a_policy_change_is_itself_approved() {
+    let app = Appliance::start(&ApplianceOptions {
+        key_ids: vec!["ledger".into()],
+        ..ApplianceOptions::default()
+    })
+    .unwrap();
+    let admin = app.admin(0);
+    let dir = app.dir.path().join("approvers");
+    new_approver(&admin, &dir, "alice");
+    new_approver(&admin, &dir, "bob");
+    carol(&dir);
+    set_policy(&admin, &dir, "all=2:alice,bob,carol");
+    admin.ok(&["key", "rotate", "ledger"], "").unwrap();
+
+    // Raising the minimum decryption version is guarded; lowering it is not.
+    let r = admin
+        .run(&["key", "min-decryption-version", "ledger", "2"], "")
+        .unwrap();
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    let id = propose(&admin, &["min-decryption-version", "ledger", "--to", "2"]);
+    let shown = admin.ok(&["approval", "show", &id], "").unwrap();
+    assert!(shown.contains("version 1 of key ledger"), "{shown}");
+
+    // One rejection closes it for good: a later approval changes nothing.
+    let r = decide(&app, &dir, "reject", &id, "bob");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(out["proposal"]["state"], "rejected", "{out}");
+    assert_eq!(decide(&app, &dir, "approve", &id, "alice").code, 7);
+    let key = admin.json(&["key", "show", "ledger"], "").unwrap();
+    assert_eq!(key["min_decryption_version"], 1, "{key}");
+
+    // A new policy (alice and bob only, 2 of 2) needs two approvals under the old one.
+    let alice = dir.join("alice.pub");
+    let bob = dir.join("bob.pub");
+    let change = propose(
+        &admin,
+        &[
+            "set-policy",
+            "--approver",
+            alice.to_str().unwrap(),
+            "--approver",
+            bob.to_str().unwrap(),
+            "--rule",
+            "all=2:alice,bob",
+        ],
+    );
+    let pending = propose(&admin, &["disable-key", "ledger"]);
+    assert_eq!(decide(&app, &dir, "approve", &change, "alice").code, 0);
+    let r = decide(&app, &dir, "approve", &change, "bob");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out: Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(out["executed"], true, "{out}");
+    let policy = admin.json(&["approval", "policy", "show"], "").unwrap();
+    assert_eq!(
+        policy["approvers"].as_object().unwrap().len(),
+        2,
+        "{policy}"
+    );
+    assert_eq!(policy["version"], 2, "{policy}");
+    // The proposal made under the old policy went stale and can never run.
+    assert_eq!(decide(&app, &dir, "approve", &pending, "alice").code, 7);
+    let listed = admin.json(&["approval", "list", "--pending"], "").unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    assert_eq!(key_state(&admin, "ledger"), "ENABLED");
+}
