@@ -1,7 +1,6 @@
 //! Ceremonies: `status`, `init`, `unseal`, `seal` (and the unseal walk-through reused by restore/clone).
 //! `rekey` lives in `cmd_rekey.rs`; it shares [`NewConfig`] and the share-file writer.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -488,27 +487,14 @@ pub async fn unseal(ctx: &Ctx, args: &UnsealArgs) -> CliResult<()> {
 
 /// Asks "type seal to confirm" on the terminal.
 fn confirm_seal(endpoint: &str) -> CliResult<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::usage(
-            "refusing to seal without confirmation: pass --yes (no terminal to ask on)",
-        ));
-    }
-    eprint!(
-        "Seal {endpoint}? Every key in memory is wiped and all crypto requests fail until custodians unseal. Type 'seal' to confirm: "
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::usage(format!("cannot read the confirmation: {e}")))?;
-    if line.trim() != "seal" {
-        return Err(CliError::usage(
-            "not confirmed; the appliance was NOT sealed",
-        ));
-    }
-    Ok(())
+    output::confirm_typed(
+        "seal",
+        &format!(
+            "Seal {endpoint}? Every key in memory is wiped and all crypto requests fail until custodians unseal. Type 'seal' to confirm: "
+        ),
+        "seal",
+        "not confirmed; the appliance was NOT sealed",
+    )
 }
 
 /// Runs `seal`.

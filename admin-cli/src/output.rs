@@ -75,6 +75,30 @@ pub fn emit(
     Ok(())
 }
 
+/// Asks on the terminal for `expected` to be typed (a destructive command's confirmation).
+/// Without a terminal it refuses: `what` names the action in "refusing to {what} without
+/// confirmation"; `not_done` is the message when the answer differs.
+pub fn confirm_typed(what: &str, prompt: &str, expected: &str, not_done: &str) -> CliResult<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(CliError::usage(format!(
+            "refusing to {what} without confirmation: pass --yes (no terminal to ask on)"
+        )));
+    }
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::usage(format!("cannot read the confirmation: {e}")))?;
+    if line.trim() != expected {
+        return Err(CliError::usage(not_done.to_owned()));
+    }
+    Ok(())
+}
+
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds (empty for 0).
 pub fn time_ms(ms: u64) -> String {
     if ms == 0 {

@@ -142,10 +142,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-#[test]
-fn two_of_three_blocks_one_operator_and_two_approvals_execute_once() {
+/// An appliance holding `keys`, with approvers alice and bob (made by vhsm-admin) and carol
+/// (made here) in `DIR/approvers`, under a 2-of-3 policy for every class.
+fn guarded_appliance(keys: &[&str]) -> (Appliance, PathBuf, SigningKey) {
     let app = Appliance::start(&ApplianceOptions {
-        key_ids: vec!["payments".into(), "ledger".into()],
+        key_ids: keys.iter().map(|k| k.to_string()).collect(),
         ..ApplianceOptions::default()
     })
     .unwrap();
@@ -161,6 +162,13 @@ fn two_of_three_blocks_one_operator_and_two_approvals_execute_once() {
         "{policy}"
     );
     assert_eq!(policy["rules"]["key_deletion"]["threshold"], 2, "{policy}");
+    (app, dir, carol_key)
+}
+
+#[test]
+fn two_of_three_blocks_one_operator_and_two_approvals_execute_once() {
+    let (app, dir, carol_key) = guarded_appliance(&["payments", "ledger"]);
+    let admin = app.admin(0);
 
     // One operator with an admin certificate can no longer do any guarded operation.
     for args in [
@@ -357,17 +365,8 @@ fn two_of_three_blocks_one_operator_and_two_approvals_execute_once() {
 
 #[test]
 fn an_expired_proposal_does_nothing() {
-    let app = Appliance::start(&ApplianceOptions {
-        key_ids: vec!["ledger".into()],
-        ..ApplianceOptions::default()
-    })
-    .unwrap();
+    let (app, dir, _) = guarded_appliance(&["ledger"]);
     let admin = app.admin(0);
-    let dir = app.dir.path().join("approvers");
-    new_approver(&admin, &dir, "alice");
-    new_approver(&admin, &dir, "bob");
-    carol(&dir);
-    set_policy(&admin, &dir, "all=2:alice,bob,carol");
 
     let id = propose(&admin, &["--ttl-secs", "1", "disable-key", "ledger"]);
     std::thread::sleep(std::time::Duration::from_millis(2500));
@@ -383,17 +382,8 @@ fn an_expired_proposal_does_nothing() {
 
 #[test]
 fn a_rejection_closes_and_a_policy_change_is_itself_approved() {
-    let app = Appliance::start(&ApplianceOptions {
-        key_ids: vec!["ledger".into()],
-        ..ApplianceOptions::default()
-    })
-    .unwrap();
+    let (app, dir, _) = guarded_appliance(&["ledger"]);
     let admin = app.admin(0);
-    let dir = app.dir.path().join("approvers");
-    new_approver(&admin, &dir, "alice");
-    new_approver(&admin, &dir, "bob");
-    carol(&dir);
-    set_policy(&admin, &dir, "all=2:alice,bob,carol");
     admin.ok(&["key", "rotate", "ledger"], "").unwrap();
 
     // Raising the minimum decryption version is guarded; lowering it is not.

@@ -5,7 +5,6 @@ pub mod approver_key;
 pub mod policy_args;
 pub mod review;
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
@@ -353,32 +352,17 @@ async fn show(ctx: &Ctx, id: &str) -> CliResult<()> {
 
 /// Asks the reviewer to type the first 8 characters of the proposal id.
 fn confirm(decision: Decision, id: &str) -> CliResult<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(CliError::usage(format!(
-            "refusing to {} without confirmation: pass --yes (no terminal to ask on)",
-            decision.as_str()
-        )));
-    }
     let short: String = id.chars().take(8).collect();
-    eprint!(
-        "{} proposal {id}? Type {short} to confirm: ",
-        if decision == Decision::Approve {
-            "Approve"
-        } else {
-            "Reject"
-        }
-    );
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| CliError::usage(format!("cannot read the confirmation: {e}")))?;
-    if line.trim() != short {
-        return Err(CliError::usage("not confirmed; nothing was signed or sent"));
-    }
-    Ok(())
+    let verb = match decision {
+        Decision::Approve => "Approve",
+        Decision::Reject => "Reject",
+    };
+    output::confirm_typed(
+        decision.as_str(),
+        &format!("{verb} proposal {id}? Type {short} to confirm: "),
+        &short,
+        "not confirmed; nothing was signed or sent",
+    )
 }
 
 async fn decide(ctx: &Ctx, args: &DecideArgs, decision: Decision) -> CliResult<()> {
