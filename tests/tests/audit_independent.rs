@@ -172,3 +172,188 @@ fn the_rust_and_the_python_verifier_agree_on_good_and_tampered_logs() {
         );
     }
 }
+
+/// A log written with a known audit key (as a compromised appliance could): its approval
+/// records are checked by both verifiers against the approvers' own keys.
+mod forged_approvals {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use ed25519_dalek::{Signer, SigningKey};
+    use vhsm_audit::approval::{
+        signed_message, ApprovalPolicy, Decision, Operation, OperationClass, ProposalStatement,
+        Rule,
+    };
+    use vhsm_audit::{AuditRecord, GENESIS_PREV_HASH};
+
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const AUDIT_KEY: [u8; 32] = [7; 32];
+
+    fn approver(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn details(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    /// (event, details) of a genuine 2-of-3 deletion: policy, proposal, two approvals, run.
+    fn genuine() -> Vec<(String, BTreeMap<String, String>)> {
+        let names = ["alice", "bob", "carol"];
+        let approvers: BTreeMap<String, String> = names
+            .iter()
+            .zip(1u8..)
+            .map(|(n, s)| {
+                (
+                    n.to_string(),
+                    hex::encode(approver(s).verifying_key().as_bytes()),
+                )
+            })
+            .collect();
+        let rule = Rule {
+            threshold: 2,
+            approvers: names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>(),
+        };
+        let policy = ApprovalPolicy {
+            version: 1,
+            approvers: approvers.clone(),
+            rules: [
+                (OperationClass::KeyDeletion, rule.clone()),
+                (OperationClass::PolicyChange, rule),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        let statement = ProposalStatement {
+            store_id: "ab".repeat(16),
+            proposal_id: "0123456789abcdef0123456789abcdef".into(),
+            policy_version: 1,
+            operation: Operation::ScheduleKeyDeletion {
+                key_id: "payments".into(),
+                waiting_days: 7,
+            },
+            proposer: "admin".into(),
+            created_at_ms: 1_000,
+            expires_at_ms: 2_000,
+        };
+        let id = statement.proposal_id.clone();
+        let json = statement.canonical_json();
+        let approval = |name: &str, seed: u8| {
+            let sig = approver(seed).sign(&signed_message(Decision::Approve, &statement));
+            details(&[
+                ("proposal_id", id.clone()),
+                ("approver", name.into()),
+                ("approver_key", approvers[name].clone()),
+                ("signature", hex::encode(sig.to_bytes())),
+                ("statement", json.clone()),
+            ])
+        };
+        vec![
+            (
+                "approval.policy_set".into(),
+                details(&[("version", "1".into()), ("policy", policy.to_json())]),
+            ),
+            (
+                "approval.proposed".into(),
+                details(&[
+                    ("proposal_id", id.clone()),
+                    ("class", "key_deletion".into()),
+                    ("threshold", "2".into()),
+                    ("statement", json.clone()),
+                ]),
+            ),
+            ("approval.approved".into(), approval("alice", 1)),
+            ("approval.approved".into(), approval("carol", 3)),
+            (
+                "approval.executed".into(),
+                details(&[
+                    ("proposal_id", id.clone()),
+                    ("class", "key_deletion".into()),
+                    ("approvers", "alice,carol".into()),
+                ]),
+            ),
+        ]
+    }
+
+    /// Chains and signs the records with the audit key, and writes log and public key.
+    fn write(dir: &Path, events: &[(String, BTreeMap<String, String>)]) -> (PathBuf, PathBuf) {
+        let key = SigningKey::from_bytes(&AUDIT_KEY);
+        let mut prev = GENESIS_PREV_HASH.to_string();
+        let mut body = String::new();
+        for (i, (event, d)) in events.iter().enumerate() {
+            let seq = i as u64 + 1;
+            let mut rec =
+                AuditRecord::new(seq, prev, 1_000 + seq, event.as_str(), "admin", d.clone());
+            rec.sign(&key);
+            prev = rec.hash_hex();
+            body.push_str(&serde_json::to_string(&rec).unwrap());
+            body.push('\n');
+        }
+        let log = dir.join("forged.jsonl");
+        let public = dir.join("forged.jsonl.pub");
+        std::fs::write(&log, body).unwrap();
+        std::fs::write(&public, hex::encode(key.verifying_key().as_bytes())).unwrap();
+        (log, public)
+    }
+
+    #[test]
+    fn both_verifiers_check_approver_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let offline = Admin::new("https://127.0.0.1:1", dir.path());
+        let (log, public) = write(dir.path(), &genuine());
+        let (ok_rs, out_rs) = rust(&offline, &log, &public);
+        let (ok_py, out_py) = python(&log, &public);
+        assert!(ok_rs && ok_py, "rust: {out_rs}\npython: {out_py}");
+        assert!(
+            out_rs.contains("2 approver signature(s) checked"),
+            "{out_rs}"
+        );
+        assert_eq!(out_py.split_whitespace().nth(3), Some("2"), "{out_py}");
+
+        type Forgery = fn(&mut Vec<(String, BTreeMap<String, String>)>);
+        let forgeries: [(&str, Forgery); 4] = [
+            ("carol's approval signed by alice", |e| {
+                let alice = e[2].1["signature"].clone();
+                e[3].1.insert("signature".into(), alice);
+            }),
+            ("an approval by an unregistered key", |e| {
+                let stranger = approver(9);
+                let statement =
+                    ProposalStatement::from_canonical_json(&e[3].1["statement"]).unwrap();
+                let sig = stranger.sign(&signed_message(Decision::Approve, &statement));
+                let d = &mut e[3].1;
+                d.insert(
+                    "approver_key".into(),
+                    hex::encode(stranger.verifying_key().as_bytes()),
+                );
+                d.insert("signature".into(), hex::encode(sig.to_bytes()));
+            }),
+            ("a rejection recorded as an approval", |e| {
+                let statement =
+                    ProposalStatement::from_canonical_json(&e[3].1["statement"]).unwrap();
+                let sig = approver(3).sign(&signed_message(Decision::Reject, &statement));
+                e[3].1
+                    .insert("signature".into(), hex::encode(sig.to_bytes()));
+            }),
+            ("an execution naming an approval not in the log", |e| {
+                e[4].1.insert("approvers".into(), "alice,bob".into());
+            }),
+        ];
+        for (name, forge) in forgeries {
+            let mut events = genuine();
+            forge(&mut events);
+            let (log, public) = write(dir.path(), &events);
+            let (ok_rs, out_rs) = rust(&offline, &log, &public);
+            let (ok_py, out_py) = python(&log, &public);
+            assert!(
+                !ok_rs && !ok_py,
+                "{name}: accepted (rust {ok_rs}: {out_rs}; python {ok_py}: {out_py})"
+            );
+        }
+    }
+}

@@ -3,8 +3,13 @@
 ("Audit chain") and vhsm/audit's documented format, not from its code: it exists so the Rust
 verifier is tested against a second implementation.
 
+Quorum approvals are checked from docs/runbook-approvals.md ("Audit") and docs/admin-cli.md
+(the signed message): every approver signature must verify over the statement it names, with the
+key the latest approval.policy_set registered; every execution must name at least its threshold
+of approvals present in the log.
+
 Usage: verify_audit.py LOG PUBKEY_HEX_FILE
-Prints "OK <records> <signed> <head_seq> <head_hash>" and exits 0, or prints
+Prints "OK <records> <signed> <approvals> <head_seq> <head_hash>" and exits 0, or prints
 "FAIL seq <n>: <why>" and exits 1.
 """
 import hashlib
@@ -25,6 +30,67 @@ UNSIGNED_EVENTS = {
     "selftest.failed",
 }
 FIELDS = ["seq", "time_ms", "event", "actor", "details", "prev_hash", "signature"]
+APPROVAL_PREFIX = b"vhsm-approval-v1\n"
+
+
+class Approvals:
+    """The approval facts of a log, checked record by record."""
+
+    def __init__(self):
+        self.approvers = None  # name -> hex public key, from the latest policy
+        self.proposals = {}  # id -> (threshold, names that approved)
+        self.checked = 0
+
+    def check(self, rec):
+        """None if the record's approval facts hold, else why not."""
+        d = rec["details"]
+        event = rec["event"]
+        try:
+            if event == "approval.policy_set":
+                self.approvers = json.loads(d["policy"]).get("approvers", {})
+            elif event == "approval.proposed":
+                statement = json.loads(d["statement"])
+                self.proposals[statement["proposal_id"]] = (int(d["threshold"]), set())
+            elif event in ("approval.approved", "approval.rejected"):
+                return self._decision(event, d)
+            elif event == "approval.executed":
+                return self._execution(d)
+        except (KeyError, ValueError, TypeError):
+            return "unreadable approval record"
+        return None
+
+    def _decision(self, event, d):
+        text = d["statement"]
+        statement = json.loads(text)
+        if statement["proposal_id"] != d["proposal_id"]:
+            return "signed statement is for another proposal"
+        approver, key = d["approver"], d["approver_key"]
+        if self.approvers is not None and self.approvers.get(approver) != key:
+            return "approver key is not the one the policy registered"
+        decision = b"approve" if event == "approval.approved" else b"reject"
+        message = APPROVAL_PREFIX + decision + b"\n" + text.encode("utf-8")
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(key)).verify(
+                bytes.fromhex(d["signature"]), message
+            )
+        except (InvalidSignature, ValueError):
+            return "approver signature does not verify"
+        if decision == b"approve" and statement["proposal_id"] in self.proposals:
+            self.proposals[statement["proposal_id"]][1].add(approver)
+        self.checked += 1
+        return None
+
+    def _execution(self, d):
+        known = self.proposals.get(d["proposal_id"])
+        if known is None:
+            return None
+        threshold, seen = known
+        named = {n for n in d.get("approvers", "").split(",") if n}
+        if len(named) < threshold:
+            return "executed with fewer approvals than its threshold"
+        if not named <= seen:
+            return "executed naming an approval that is not in the log"
+        return None
 
 
 def canonical(rec):
@@ -46,6 +112,7 @@ def verify(lines, key):
     signed = 0
     expected = 1
     head = None
+    approvals = Approvals()
     for line in lines:
         if not line.strip():
             continue
@@ -68,12 +135,15 @@ def verify(lines, key):
             except (InvalidSignature, ValueError):
                 return f"FAIL seq {seq}: bad signature"
             signed += 1
+        why = approvals.check(rec)
+        if why is not None:
+            return f"FAIL seq {seq}: {why}"
         prev = hashlib.sha256(data).hexdigest()
         head = seq
         expected += 1
     if head is None:
         return "FAIL seq 1: empty log"
-    return f"OK {head} {signed} {head} {prev}"
+    return f"OK {head} {signed} {approvals.checked} {head} {prev}"
 
 
 def main():
