@@ -56,6 +56,8 @@ pub struct Counters {
     pub gcm_exhausted: u64,
     /// Highest reserved share of the limit, hundredths of a percent.
     pub gcm_max_basis_points: u64,
+    /// Log lines dropped because the log writer's queue was full.
+    pub log_dropped: u64,
 }
 
 impl Sources {
@@ -72,6 +74,7 @@ impl Sources {
             gcm_warnings: r.warnings.load(Relaxed),
             gcm_exhausted: r.exhausted.load(Relaxed),
             gcm_max_basis_points: r.max_reserved_basis_points.load(Relaxed),
+            log_dropped: vhsm_proto::logwriter::dropped_lines(),
         }
     }
 }
@@ -150,6 +153,12 @@ fn render_counters(r: &mut Registry, c: &Counters) {
         "vhsm_gcm_max_reserved_basis_points",
         "Highest share of the AES-GCM limit reserved under a key version this node reserved for (1/100 %)",
         c.gcm_max_basis_points,
+    );
+    counter(
+        r,
+        "vhsm_log_dropped_lines",
+        "Log lines dropped because the log writer's queue was full (the disk or pipe was too slow)",
+        c.log_dropped,
     );
 }
 
@@ -360,6 +369,7 @@ mod tests {
             gcm_warnings: 3,
             gcm_exhausted: 9,
             gcm_max_basis_points: 5_012,
+            log_dropped: 6,
         };
         let text = render(&view("follower", true), SealState::Unsealed, 5, &c);
         for line in [
@@ -371,6 +381,7 @@ mod tests {
             "vhsm_gcm_reservation_warnings_total 3",
             "vhsm_gcm_exhausted_total 9",
             "vhsm_gcm_max_reserved_basis_points 5012",
+            "vhsm_log_dropped_lines_total 6",
         ] {
             assert!(text.contains(line), "{line} missing in {text}");
         }
