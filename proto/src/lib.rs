@@ -17,3 +17,5 @@ mod redact;
 mod wipe_on_drop;
 
 pub use detail::{reason_of, retry_after_ms_of, status_with_reason};
+
+pub mod logwriter;

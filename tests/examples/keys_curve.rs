@@ -1,7 +1,8 @@
 //! The 1 → 100,000 keys curve: one vhsmd (release build, production Argon2id) is filled with
 //! keys over the Admin gRPC API; at each checkpoint it reports vhsmd's resident memory (and the
 //! increase per key since the start), the time a seal + unseal takes (every key loaded into the
-//! key cache), the time to warm 1,000 keys spread over the store (each one's first Encrypt after
+//! key cache), vhsmd's resident memory again after a restart and unseal (what the stored keys
+//! cost, without what the writes left behind), the time to warm 1,000 keys spread over the store (each one's first Encrypt after
 //! an unseal reserves AES-GCM invocations: one replicated write), and then Encrypt throughput
 //! and latency over gRPC + mTLS on those keys. A benchmark, not a test: nothing is asserted.
 //!
@@ -151,14 +152,14 @@ async fn main() -> anyhow::Result<()> {
         ..ApplianceOptions::default()
     };
     let passphrase = opts.passphrase.clone();
-    let app = tokio::task::spawn_blocking(move || Appliance::start(&opts)).await??;
+    let mut app = tokio::task::spawn_blocking(move || Appliance::start(&opts)).await??;
     let endpoint = app.nodes[0].endpoint();
-    let pid = app.nodes[0].pid().unwrap();
-    let admin = vhsm_e2e::grpc::admin(&endpoint, &app.pki).await?;
-    let crypto = vhsm_e2e::grpc::crypto(&endpoint, &app.pki).await?;
+    let mut pid = app.nodes[0].pid().unwrap();
+    let mut admin = vhsm_e2e::grpc::admin(&endpoint, &app.pki).await?;
+    let mut crypto = vhsm_e2e::grpc::crypto(&endpoint, &app.pki).await?;
     let base_rss = rss_kib(pid);
     println!("vhsmd pid {pid}, {base_rss} KiB resident with no keys");
-    println!("keys\trss_MiB\tKiB/key\tfill_s\tunseal_ms\twarm_ms\tencrypt/s\tp50_us\tp99_us");
+    println!("keys\trss_MiB\tKiB/key\trestarted_MiB\tKiB/key\tfill_s\tunseal_ms\twarm_ms\tencrypt/s\tp50_us\tp99_us");
     let mut have = 0usize;
     let mut points = vec![1usize, 1_000, 10_000, 100_000];
     points.retain(|&p| p <= max);
@@ -179,15 +180,31 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         let unseal = t.elapsed();
-        let warm = warm(&crypto, have).await;
+        let warm_time = warm(&crypto, have).await;
         let (rate, p50, p99) = encrypt_load(&crypto, have, secs).await;
         let rss = rss_kib(pid);
         let per_key = rss.saturating_sub(base_rss) as f64 / have as f64;
+        // What the stored keys themselves cost: a fresh process, unsealed and warmed.
+        app.nodes[0].stop();
+        app.nodes[0].restart()?;
+        pid = app.nodes[0].pid().unwrap();
+        admin = vhsm_e2e::grpc::admin(&endpoint, &app.pki).await?;
+        crypto = vhsm_e2e::grpc::crypto(&endpoint, &app.pki).await?;
+        admin
+            .clone()
+            .unseal(UnsealRequest {
+                passphrase: passphrase.clone(),
+                share: Vec::new(),
+            })
+            .await?;
+        let fresh = rss_kib(pid);
         println!(
-            "{have}\t{:.1}\t{per_key:.2}\t{fill_s:.1}\t{}\t{}\t{rate:.0}\t{}\t{}",
+            "{have}\t{:.1}\t{per_key:.2}\t{:.1}\t{:.2}\t{fill_s:.1}\t{}\t{}\t{rate:.0}\t{}\t{}",
             rss as f64 / 1024.0,
+            fresh as f64 / 1024.0,
+            fresh.saturating_sub(base_rss) as f64 / have as f64,
             unseal.as_millis(),
-            warm.as_millis(),
+            warm_time.as_millis(),
             p50.as_micros(),
             p99.as_micros()
         );

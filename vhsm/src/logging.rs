@@ -1,27 +1,26 @@
 //! Structured logging set-up (`tracing`, text or JSON) and the one per-request log line.
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+use vhsm_proto::logwriter::LogWriter;
 
 use crate::config::{LogConfig, LogFormat};
-
-/// Lines that may wait for the writer thread before a request waits for it (never dropped).
-const BUFFERED_LINES: usize = 65_536;
 
 /// Installs the global tracing subscriber. Fails if one is already installed or the level is
 /// invalid (the config validation has already checked it).
 ///
-/// Lines are formatted on the calling thread and written by a background thread through a
-/// buffered stdout that it flushes whenever its queue is empty, so a busy hot path costs one
-/// queue push per line instead of one `write(2)`. Keep the returned guard alive until exit:
-/// dropping it flushes what is queued.
-pub fn init(config: &LogConfig) -> Result<WorkerGuard, String> {
+/// Lines are formatted on the calling thread and written to stdout by a background thread, one
+/// `write(2)` per batch (`vhsm_proto::logwriter`), so a busy hot path costs a queue append per
+/// line instead of a `write(2)`. A line that finds the queue full is dropped and counted
+/// (`vhsm_log_dropped_lines_total`). Keep the returned guard alive until exit: dropping it
+/// writes what is queued.
+pub fn init(config: &LogConfig) -> Result<LogWriter, String> {
     let filter = EnvFilter::try_new(&config.level).map_err(|e| format!("log.level: {e}"))?;
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(BUFFERED_LINES)
+    let guard = LogWriter::builder()
         .thread_name("vhsmd-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+        .spawn(std::io::stdout())
+        .map_err(|e| e.to_string())?;
+    let handle = guard.handle();
+    let writer = move || handle.clone();
     // Colour only on a terminal: a log file or journald gets no ANSI escape sequences.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -60,6 +60,8 @@ pub struct Counters {
     pub approvals_pending: Option<u64>,
     /// `[approvals] max_pending`.
     pub approvals_max_pending: u64,
+    /// Log lines dropped because the log writer's queue was full.
+    pub log_dropped: u64,
 }
 
 impl Sources {
@@ -79,6 +81,7 @@ impl Sources {
             gcm_max_basis_points: r.max_reserved_basis_points.load(Relaxed),
             approvals_pending: pending.map(|n| n as u64),
             approvals_max_pending: max_pending as u64,
+            log_dropped: vhsm_proto::logwriter::dropped_lines(),
         }
     }
 }
@@ -171,6 +174,12 @@ fn render_counters(r: &mut Registry, c: &Counters) {
         "vhsm_approval_proposals_max_pending",
         "Most proposals pending at once ([approvals] max_pending)",
         c.approvals_max_pending,
+    );
+    counter(
+        r,
+        "vhsm_log_dropped_lines",
+        "Log lines dropped because the log writer's queue was full (the disk or pipe was too slow)",
+        c.log_dropped,
     );
 }
 
@@ -383,6 +392,7 @@ mod tests {
             gcm_max_basis_points: 5_012,
             approvals_pending: Some(2),
             approvals_max_pending: 32,
+            log_dropped: 6,
         };
         let text = render(&view("follower", true), SealState::Unsealed, 5, &c);
         for line in [
@@ -396,6 +406,7 @@ mod tests {
             "vhsm_gcm_max_reserved_basis_points 5012",
             "vhsm_approval_proposals_pending 2",
             "vhsm_approval_proposals_max_pending 32",
+            "vhsm_log_dropped_lines_total 6",
         ] {
             assert!(text.contains(line), "{line} missing in {text}");
         }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -61,11 +62,24 @@ impl Caller {
 /// Longest identity kept for logs and audit records.
 const MAX_IDENTITY_LEN: usize = 128;
 
+/// Client certificates whose identification [`RoleMap::identify`] remembers.
+pub const IDENTITY_CACHE_CAPACITY: usize = 32;
+
+/// Remembered identifications: certificate DER → who it is.
+type IdentityCache = Arc<Mutex<Vec<(Box<[u8]>, Caller)>>>;
+
 /// The `[roles]` table (and the `[unix]` uid lists) as lookup maps.
+///
+/// Identifying a certificate parses it; the result for the last
+/// [`IDENTITY_CACHE_CAPACITY`] distinct certificates (compared byte for byte, so the same
+/// certificate means the same names) is remembered, as every call on a connection presents
+/// the same one. The maps never change after construction, so a remembered answer stays right.
+/// Clones share the cache.
 #[derive(Debug, Clone, Default)]
 pub struct RoleMap {
     by_name: HashMap<String, Role>,
     by_uid: HashMap<u32, Role>,
+    identified: IdentityCache,
 }
 
 impl RoleMap {
@@ -85,6 +99,7 @@ impl RoleMap {
         RoleMap {
             by_name,
             by_uid: HashMap::new(),
+            identified: Arc::default(),
         }
     }
 
@@ -133,6 +148,39 @@ impl RoleMap {
                 role: None,
             };
         };
+        // Entries are pushed and removed whole; a poisoned lock still holds valid ones.
+        let mut seen = self
+            .identified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, caller)) = seen.iter().find(|(d, _)| **d == *der) {
+            return caller.clone();
+        }
+        drop(seen);
+        let caller = self.identify_der(der);
+        seen = self
+            .identified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !seen.iter().any(|(d, _)| **d == *der) {
+            if seen.len() >= IDENTITY_CACHE_CAPACITY {
+                seen.remove(0);
+            }
+            seen.push((der.into(), caller.clone()));
+        }
+        caller
+    }
+
+    /// Certificates remembered by [`identify`](RoleMap::identify).
+    pub fn identified_len(&self) -> usize {
+        self.identified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// [`identify`](RoleMap::identify) without the cache: parses `der`.
+    fn identify_der(&self, der: &[u8]) -> Caller {
         let names = match cert_names(der) {
             Some(n) if !n.is_empty() => n,
             _ => {
@@ -300,6 +348,37 @@ mod tests {
         // Certificate names never leak into uid lookups and vice versa.
         assert_eq!(map().identify_uid(Some(0)).role, None);
         assert_eq!(m.identify(Some(&cert(Some("998"), &[]))).role, None);
+    }
+
+    #[test]
+    fn identification_is_remembered_per_certificate_and_bounded() {
+        let m = map();
+        let front = cert(Some("xks-front"), &[]);
+        let admin = cert(Some("admin"), &[]);
+        let first = m.identify(Some(&front));
+        assert_eq!(m.identified_len(), 1);
+        // The remembered answer is the parsed one; another certificate is parsed on its own.
+        assert_eq!(m.identify(Some(&front)), first);
+        assert_eq!(m.identified_len(), 1);
+        assert_eq!(m.identify(Some(&admin)).role, Some(Role::Admin));
+        assert_eq!(m.identify(Some(&front)).role, Some(Role::Crypto));
+        assert_eq!(m.identified_len(), 2);
+        // A clone shares the cache; the uid map added later does not change certificate answers.
+        let with_unix = m.clone().with_unix(&UnixConfig {
+            path: "/run/vhsm.sock".into(),
+            crypto_uids: vec![1000],
+            admin_uids: Vec::new(),
+            auditor_uids: Vec::new(),
+        });
+        assert_eq!(with_unix.identify(Some(&admin)).role, Some(Role::Admin));
+        assert_eq!(with_unix.identified_len(), 2);
+        // Bounded: old certificates are forgotten, answers stay right.
+        for i in 0..IDENTITY_CACHE_CAPACITY {
+            let c = cert(Some(&format!("other-{i}")), &[]);
+            assert_eq!(m.identify(Some(&c)).role, None);
+        }
+        assert_eq!(m.identified_len(), IDENTITY_CACHE_CAPACITY);
+        assert_eq!(m.identify(Some(&front)), first);
     }
 
     #[test]

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::policy::{AuthzRequest, Decision, Policy, Rule, RuleConfig};
+use crate::sigv4::{
+    self, AuthError, Authenticated, SignedRequest, SigningKeyCache, SigningSecret, VerifyParams,
+};
 
 /// The fixed API path that follows a key store's prefix.
 pub const API_PATH: &str = "/kms/xks/v1";
@@ -91,7 +94,7 @@ struct RawCredential {
 #[derive(Debug, Clone)]
 struct Credential {
     access_key_id: String,
-    secret: SecretString,
+    secret: SigningSecret,
 }
 
 /// Which externalKeyIds a key store may use.
@@ -114,6 +117,9 @@ pub struct KeyStore {
     policy: Policy,
     rate_limit_per_sec: u32,
     burst: u32,
+    /// Signing keys derived from `credentials`. A reload builds new stores, hence a new,
+    /// empty cache (and new secret identities); the old one is wiped when dropped.
+    signing_keys: Arc<SigningKeyCache>,
 }
 
 impl KeyStore {
@@ -130,7 +136,28 @@ impl KeyStore {
         self.credentials
             .iter()
             .find(|c| c.access_key_id == access_key_id)
-            .map(|c| c.secret.clone())
+            .map(|c| c.secret.secret().clone())
+    }
+
+    /// Verifies `req`'s SigV4 signature against this store's credentials, reusing the signing
+    /// keys this store derived before (see [`sigv4::verify_cached`]).
+    pub fn verify(
+        &self,
+        req: &SignedRequest<'_>,
+        params: &VerifyParams<'_>,
+    ) -> Result<Authenticated, AuthError> {
+        let secret_for = |akid: &str| {
+            self.credentials
+                .iter()
+                .find(|c| c.access_key_id == akid)
+                .map(|c| &c.secret)
+        };
+        sigv4::verify_cached(req, params, &secret_for, &self.signing_keys)
+    }
+
+    /// The signing keys this store has cached.
+    pub fn signing_keys(&self) -> &SigningKeyCache {
+        &self.signing_keys
     }
 
     /// Access key ids of this store's credentials, in file order.
@@ -339,7 +366,7 @@ fn build_store(at: &str, raw: RawKeyStore, base_dir: &Path) -> Result<KeyStore, 
             .map_err(|p| ConfigError::invalid(format!("{cat}.secret_file"), p))?;
         credentials.push(Credential {
             access_key_id: c.access_key_id,
-            secret,
+            secret: SigningSecret::new(secret),
         });
     }
 
@@ -365,6 +392,7 @@ fn build_store(at: &str, raw: RawKeyStore, base_dir: &Path) -> Result<KeyStore, 
         policy: Policy::new(rules),
         rate_limit_per_sec: raw.rate_limit_per_sec,
         burst: raw.burst,
+        signing_keys: Arc::new(SigningKeyCache::new()),
     })
 }
 

@@ -10,9 +10,9 @@ use clap::{Parser, ValueEnum};
 use nix::sys::resource::{setrlimit, Resource};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
+use vhsm_proto::logwriter::LogWriter;
 use xks_front::config::Config;
 use xks_front::health::{run_checker, HealthCache};
 use xks_front::keystores::Registry;
@@ -75,16 +75,17 @@ fn harden() {
     }
 }
 
-/// Installs the logger. Lines are written by a background thread through a buffered stdout
-/// flushed whenever its queue is empty: the request path pays a queue push, not a `write(2)`.
-/// Nothing is dropped under load (the queue applies back-pressure). Keep the guard until exit.
-fn init_logging(format: LogFormat) -> anyhow::Result<WorkerGuard> {
+/// Installs the logger. Lines are written to stdout by a background thread, one `write(2)` per
+/// batch (`vhsm_proto::logwriter`): the request path pays a queue append, never I/O. A line
+/// that finds the queue full is dropped and counted (`xks_log_dropped_lines_total`). Keep the
+/// guard until exit: dropping it writes what is queued.
+fn init_logging(format: LogFormat) -> anyhow::Result<LogWriter> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(65_536)
+    let guard = LogWriter::builder()
         .thread_name("xks-front-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+        .spawn(std::io::stdout())?;
+    let handle = guard.handle();
+    let writer = move || handle.clone();
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

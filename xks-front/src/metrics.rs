@@ -8,7 +8,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -105,6 +107,23 @@ struct NodeLabels {
     node: String,
 }
 
+/// `xks_log_dropped_lines_total`, read from the log writer at each scrape.
+#[derive(Debug)]
+struct LogDropped;
+
+impl Collector for LogDropped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(vhsm_proto::logwriter::dropped_lines());
+        let metric = encoder.encode_descriptor(
+            "xks_log_dropped_lines",
+            "Log lines dropped because the log writer's queue was full (the disk or pipe was too slow)",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
+    }
+}
+
 fn new_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -170,6 +189,7 @@ impl Metrics {
             "Requests received but not yet SigV4-verified",
             unauthenticated_in_flight.clone(),
         );
+        registry.register_collector(Box::new(LogDropped));
         Self {
             registry,
             requests,
@@ -285,6 +305,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("xks_connections_open 1"), "{text}");
+        assert!(text.contains("xks_log_dropped_lines_total 0"), "{text}");
         assert!(
             text.contains("xks_requests_total{operation=\"Encrypt\",error=\"none\"} 1"),
             "{text}"

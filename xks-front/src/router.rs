@@ -30,7 +30,7 @@ use crate::metrics::{Limit, Metrics};
 use crate::policy::{AuthzRequest, Decision};
 use crate::preauth::PreAuth;
 use crate::ratelimit::RateLimiter;
-use crate::sigv4::{self, SignedRequest, VerifyParams};
+use crate::sigv4::{SignedRequest, VerifyParams};
 
 /// The SigV4 service name of the XKS API.
 pub const SERVICE: &str = "kms-xks-proxy";
@@ -319,7 +319,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         now: SystemTime::now(),
         max_skew: MAX_SKEW,
     };
-    let verified = sigv4::verify(&signed, &params, &|akid| store.secret_for(akid));
+    let verified = store.verify(&signed, &params);
     drop(preauth);
     if let Err(e) = verified {
         tracing::warn!(key_store = %store.name, reason = %e, "SigV4 verification failed");

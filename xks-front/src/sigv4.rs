@@ -5,7 +5,13 @@
 //! what both curl and the `aws-sigv4` crate sign), the signing key is derived from the secret
 //! returned by the caller's lookup, and the signature is compared in constant time.
 //! Every failure is a typed [`AuthError`]; none of them carries caller-supplied or secret data.
+//!
+//! The signing key depends only on the secret and the scope (date, region, service), so
+//! [`verify_cached`] keeps the keys it derived in a small [`SigningKeyCache`] (four HMACs saved
+//! per request); the signature itself is still computed and compared per request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
@@ -107,13 +113,65 @@ struct AuthorizationHeader<'h> {
     signature: [u8; 32],
 }
 
-/// Verifies the SigV4 signature of `req`.
+/// Verifies the SigV4 signature of `req`, deriving the signing key afresh.
 ///
 /// `secret_for(access_key_id)` returns the secret of a configured credential, or `None`.
 pub fn verify(
     req: &SignedRequest<'_>,
     params: &VerifyParams<'_>,
     secret_for: &dyn Fn(&str) -> Option<SecretString>,
+) -> Result<Authenticated, AuthError> {
+    verify_with(req, params, &mut |auth| {
+        let secret = secret_for(auth.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
+        signing_key(&secret, auth.scope_date, auth.region, auth.service)
+    })
+}
+
+/// Verifies the SigV4 signature of `req` like [`verify`], taking the signing key from `cache`
+/// when it holds the key for this access key id, secret, date, region and service, and adding
+/// it there after a successful verification otherwise.
+///
+/// `secret_for(access_key_id)` returns the secret of a configured credential, or `None`.
+pub fn verify_cached<'s>(
+    req: &SignedRequest<'_>,
+    params: &VerifyParams<'_>,
+    secret_for: &dyn Fn(&str) -> Option<&'s SigningSecret>,
+    cache: &SigningKeyCache,
+) -> Result<Authenticated, AuthError> {
+    let mut derived: Option<CachedKey> = None;
+    let verified = verify_with(req, params, &mut |auth| {
+        let secret = secret_for(auth.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
+        let scope = Scope {
+            access_key_id: auth.access_key_id,
+            secret_id: secret.id,
+            date: auth.scope_date,
+            region: auth.region,
+            service: auth.service,
+        };
+        if let Some(key) = cache.get(&scope) {
+            return Ok(key);
+        }
+        let key = signing_key(&secret.secret, auth.scope_date, auth.region, auth.service)?;
+        derived = Some(CachedKey::new(&scope, key.clone()));
+        Ok(key)
+    });
+    // Only keys that verified a signature are kept: failed attempts cannot churn the cache.
+    if let (Ok(_), Some(entry)) = (&verified, derived) {
+        cache.insert(entry);
+    }
+    verified
+}
+
+/// Looks up the signing key for a parsed Authorization header (cached or derived).
+type SigningKeyLookup<'a> =
+    dyn FnMut(&AuthorizationHeader<'_>) -> Result<Zeroizing<[u8; 32]>, AuthError> + 'a;
+
+/// The checks shared by [`verify`] and [`verify_cached`]; `key_for` looks up the secret (after
+/// the scope and clock checks, as before) and returns the signing key.
+fn verify_with(
+    req: &SignedRequest<'_>,
+    params: &VerifyParams<'_>,
+    key_for: &mut SigningKeyLookup<'_>,
 ) -> Result<Authenticated, AuthError> {
     let auth_value = single_header_str(req.headers, http::header::AUTHORIZATION.as_str())?
         .ok_or(AuthError::MissingAuthorization)?;
@@ -142,7 +200,7 @@ pub fn verify(
     }
     check_skew(request_time, params.now, params.max_skew)?;
 
-    let secret = secret_for(auth.access_key_id).ok_or(AuthError::UnknownAccessKey)?;
+    let key = key_for(&auth)?;
 
     let payload_hash = hex::encode(Sha256::digest(req.body));
     if signed.contains(&X_AMZ_CONTENT_SHA256) {
@@ -163,7 +221,6 @@ pub fn verify(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         hex::encode(Sha256::digest(&canonical))
     );
-    let key = signing_key(&secret, auth.scope_date, auth.region, auth.service)?;
     let expected = hmac(&key[..], string_to_sign.as_bytes())?;
 
     if bool::from(expected.ct_eq(&auth.signature)) {
@@ -172,6 +229,159 @@ pub fn verify(
         })
     } else {
         Err(AuthError::BadSignature)
+    }
+}
+
+/// Identities handed out to [`SigningSecret`]s.
+static NEXT_SECRET_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A credential's secret with a process-unique identity: what [`SigningKeyCache`] calls "the
+/// same secret". Every [`SigningSecret::new`] gets a fresh identity, so a secret read again
+/// (a reload) or changed under the same access key id never finds a key derived from another
+/// one. Clones share the identity. `Debug` does not show the secret.
+#[derive(Debug, Clone)]
+pub struct SigningSecret {
+    id: u64,
+    secret: SecretString,
+}
+
+impl SigningSecret {
+    /// Wraps `secret` under a new identity.
+    pub fn new(secret: SecretString) -> SigningSecret {
+        SigningSecret {
+            id: NEXT_SECRET_ID.fetch_add(1, Ordering::Relaxed),
+            secret,
+        }
+    }
+
+    /// The secret.
+    pub fn secret(&self) -> &SecretString {
+        &self.secret
+    }
+}
+
+/// Signing keys kept by one [`SigningKeyCache`]: a handful of credentials times the one or two
+/// dates the clock-skew window allows at a time.
+pub const SIGNING_KEY_CACHE_CAPACITY: usize = 16;
+
+/// What a signing key is derived from (the secret by identity).
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    access_key_id: &'a str,
+    secret_id: u64,
+    date: &'a str,
+    region: &'a str,
+    service: &'a str,
+}
+
+/// One derived signing key and its scope. `Debug` does not show the key.
+struct CachedKey {
+    access_key_id: String,
+    secret_id: u64,
+    date: String,
+    region: String,
+    service: String,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl CachedKey {
+    fn new(scope: &Scope<'_>, key: Zeroizing<[u8; 32]>) -> CachedKey {
+        CachedKey {
+            access_key_id: scope.access_key_id.to_owned(),
+            secret_id: scope.secret_id,
+            date: scope.date.to_owned(),
+            region: scope.region.to_owned(),
+            service: scope.service.to_owned(),
+            key,
+        }
+    }
+
+    fn matches(&self, scope: &Scope<'_>) -> bool {
+        self.secret_id == scope.secret_id
+            && self.access_key_id == scope.access_key_id
+            && self.date == scope.date
+            && self.region == scope.region
+            && self.service == scope.service
+    }
+}
+
+impl std::fmt::Debug for CachedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("date", &self.date)
+            .field("region", &self.region)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bounded cache of derived SigV4 signing keys, keyed by (access key id, secret identity,
+/// date, region, service). Keys are held in zeroizing buffers (wiped on eviction, clearing and
+/// drop). When full, the entry with the oldest date is evicted. Drop the cache (or
+/// [`clear`](SigningKeyCache::clear) it) when the credentials it served are replaced.
+#[derive(Debug, Default)]
+pub struct SigningKeyCache {
+    entries: Mutex<Vec<CachedKey>>,
+}
+
+impl SigningKeyCache {
+    /// An empty cache.
+    pub fn new() -> SigningKeyCache {
+        SigningKeyCache::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<CachedKey>> {
+        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, scope: &Scope<'_>) -> Option<Zeroizing<[u8; 32]>> {
+        self.lock()
+            .iter()
+            .find(|e| e.matches(scope))
+            .map(|e| e.key.clone())
+    }
+
+    fn insert(&self, entry: CachedKey) {
+        let mut entries = self.lock();
+        let scope = Scope {
+            access_key_id: &entry.access_key_id,
+            secret_id: entry.secret_id,
+            date: &entry.date,
+            region: &entry.region,
+            service: &entry.service,
+        };
+        if entries.iter().any(|e| e.matches(&scope)) {
+            return; // a concurrent request derived it too
+        }
+        if entries.len() >= SIGNING_KEY_CACHE_CAPACITY {
+            // Dates are YYYYMMDD: the smallest string is the oldest date.
+            if let Some(oldest) = entries
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| a.date.cmp(&b.date))
+                .map(|(i, _)| i)
+            {
+                entries.swap_remove(oldest);
+            }
+        }
+        entries.push(entry);
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Forgets (and wipes) every key.
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 }
 
@@ -552,6 +762,132 @@ mod tests {
         check("GET", "/", &h, b"").unwrap();
         // The same signature does not verify a POST.
         assert_eq!(check("POST", "/", &h, b""), Err(AuthError::BadSignature));
+    }
+
+    /// Verifies the suite's get-vanilla request (signature `sig`) through `cache`.
+    fn check_cached(
+        secret: &SigningSecret,
+        cache: &SigningKeyCache,
+        sig: &str,
+    ) -> Result<Authenticated, AuthError> {
+        let auth = suite_auth("host;x-amz-date", sig);
+        let h = headers(&[
+            ("host", "example.amazonaws.com"),
+            ("x-amz-date", SUITE_DATE),
+            ("authorization", auth.as_str()),
+        ]);
+        let method = Method::GET;
+        let uri: Uri = "/".parse().unwrap();
+        let req = SignedRequest {
+            method: &method,
+            uri: &uri,
+            headers: &h,
+            body: b"",
+        };
+        let lookup = |akid: &str| (akid == SUITE_AKID).then_some(secret);
+        verify_cached(&req, &suite_params(), &lookup, cache)
+    }
+
+    fn scope_of(secret: &SigningSecret, date: &'static str) -> Scope<'static> {
+        Scope {
+            access_key_id: SUITE_AKID,
+            secret_id: secret.id,
+            date,
+            region: "us-east-1",
+            service: "service",
+        }
+    }
+
+    #[test]
+    fn a_cache_hit_verifies_like_a_fresh_derivation() {
+        let secret = SigningSecret::new(SecretString::from(SUITE_SECRET));
+        let cache = SigningKeyCache::new();
+        // Miss: derived, verified against the suite's known answer, then cached.
+        check_cached(&secret, &cache, VANILLA_SIG).unwrap();
+        assert_eq!(cache.len(), 1);
+        let cached = cache.get(&scope_of(&secret, "20150830")).unwrap();
+        let fresh = signing_key(secret.secret(), "20150830", "us-east-1", "service").unwrap();
+        assert_eq!(cached[..], fresh[..]);
+        // Hit: the same answer, no new entry, and a wrong signature still fails.
+        check_cached(&secret, &cache, VANILLA_SIG).unwrap();
+        assert_eq!(cache.len(), 1);
+        let mut wrong = VANILLA_SIG.to_owned();
+        wrong.replace_range(63.., "0");
+        assert_eq!(
+            check_cached(&secret, &cache, &wrong),
+            Err(AuthError::BadSignature)
+        );
+        // The uncached path agrees.
+        check(
+            "GET",
+            "/",
+            &[
+                ("host", "example.amazonaws.com"),
+                ("x-amz-date", SUITE_DATE),
+                (
+                    "authorization",
+                    suite_auth("host;x-amz-date", VANILLA_SIG).as_str(),
+                ),
+            ],
+            b"",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn another_secret_under_the_same_access_key_id_does_not_reuse_the_key() {
+        let cache = SigningKeyCache::new();
+        let right = SigningSecret::new(SecretString::from(SUITE_SECRET));
+        check_cached(&right, &cache, VANILLA_SIG).unwrap();
+        // The access key id's secret changed (e.g. a reload): the cached key is not used.
+        let other = SigningSecret::new(SecretString::from(
+            "another-secret-of-forty-characters-xxxxx",
+        ));
+        assert_eq!(
+            check_cached(&other, &cache, VANILLA_SIG),
+            Err(AuthError::BadSignature)
+        );
+        assert_eq!(cache.len(), 1, "a failed verification is not cached");
+        // The same secret read again gets a new identity: derived again, then cached too.
+        let reread = SigningSecret::new(SecretString::from(SUITE_SECRET));
+        assert!(cache.get(&scope_of(&reread, "20150830")).is_none());
+        check_cached(&reread, &cache, VANILLA_SIG).unwrap();
+        assert_eq!(cache.len(), 2);
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_oldest_date() {
+        let secret = SigningSecret::new(SecretString::from(SUITE_SECRET));
+        let cache = SigningKeyCache::new();
+        let dates: Vec<&'static str> = (0..=SIGNING_KEY_CACHE_CAPACITY)
+            .map(|i| &*Box::leak(format!("201501{:02}", i + 1).into_boxed_str()))
+            .collect();
+        let add = |date: &'static str| {
+            let key = signing_key(secret.secret(), date, "us-east-1", "service").unwrap();
+            cache.insert(CachedKey::new(&scope_of(&secret, date), key));
+        };
+        // Inserted newest first, so the oldest is the last one in, not the first.
+        for date in dates[..SIGNING_KEY_CACHE_CAPACITY].iter().rev() {
+            add(date);
+        }
+        assert_eq!(cache.len(), SIGNING_KEY_CACHE_CAPACITY);
+        add(dates[SIGNING_KEY_CACHE_CAPACITY]);
+        assert_eq!(cache.len(), SIGNING_KEY_CACHE_CAPACITY);
+        assert!(
+            cache.get(&scope_of(&secret, dates[0])).is_none(),
+            "oldest kept"
+        );
+        for date in &dates[1..] {
+            assert!(
+                cache.get(&scope_of(&secret, date)).is_some(),
+                "{date} evicted"
+            );
+        }
+        // Neither the cache nor a secret shows key material in Debug.
+        let shown = format!("{cache:?} {secret:?}");
+        assert!(!shown.contains(SUITE_SECRET), "{shown}");
     }
 
     #[test]
