@@ -87,30 +87,6 @@ pub struct Config {
     /// Quorum-approval proposal limits (docs/runbook-approvals.md).
     #[serde(default)]
     pub approvals: ApprovalsConfig,
-    /// The on-disk store.
-    #[serde(default)]
-    pub storage: StorageConfig,
-}
-
-/// `[storage]`: the sled store's memory.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// sled's page cache (MiB). Default 32; 4..=4096.
-    #[serde(default = "default_cache_capacity_mib")]
-    pub cache_capacity_mib: u64,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            cache_capacity_mib: default_cache_capacity_mib(),
-        }
-    }
-}
-
-fn default_cache_capacity_mib() -> u64 {
-    crate::storage::DEFAULT_CACHE_CAPACITY_MIB
 }
 
 /// `[approvals]`: how long proposals live and how many may wait at once.
@@ -528,12 +504,6 @@ impl Config {
             ));
         }
         self.approvals.validate()?;
-        if !(4..=4096).contains(&self.storage.cache_capacity_mib) {
-            return Err(ConfigError::invalid(
-                "storage.cache_capacity_mib",
-                "must be 4..=4096",
-            ));
-        }
         if self.keys.min_deletion_waiting_days > 365 {
             return Err(ConfigError::invalid(
                 "keys.min_deletion_waiting_days",
@@ -828,21 +798,6 @@ auditor = ["auditor"]
         let c = Config::parse(&format!("{text}\n[approvals]\nttl_secs = 60\n")).unwrap();
         c.validate().unwrap();
         assert_eq!(c.approvals.max_pending, 32);
-    }
-
-    #[test]
-    fn the_store_cache_is_bounded() {
-        let (_d, text) = with_files();
-        let c = Config::parse(&text).unwrap();
-        assert_eq!(c.storage.cache_capacity_mib, 32);
-        for bad in ["0", "3", "4097"] {
-            let c =
-                Config::parse(&format!("{text}\n[storage]\ncache_capacity_mib = {bad}\n")).unwrap();
-            assert_eq!(
-                field_of(c.validate().unwrap_err()),
-                "storage.cache_capacity_mib"
-            );
-        }
     }
 
     #[test]

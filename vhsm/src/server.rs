@@ -162,11 +162,7 @@ impl Daemon {
             source,
         };
         create_private_dir(&config.data_dir).map_err(store_err)?;
-        let storage = Arc::new(
-            open_store(&config.store_dir(), config.storage.cache_capacity_mib)
-                .await
-                .map_err(store_err)?,
-        );
+        let storage = Arc::new(open_store(&config.store_dir()).await.map_err(store_err)?);
         if config.dev.insecure_fast_kdf {
             tracing::warn!(
                 "[dev] insecure_fast_kdf = true: passphrases are protected by test-only \
@@ -391,10 +387,10 @@ impl Daemon {
 const STORE_RELEASE_WAIT: Duration = Duration::from_secs(3);
 
 /// Opens the sled store, waiting up to [`STORE_RELEASE_WAIT`] while it is locked.
-async fn open_store(path: &Path, cache_mib: u64) -> Result<SledStorage, StorageError> {
+async fn open_store(path: &Path) -> Result<SledStorage, StorageError> {
     let deadline = std::time::Instant::now() + STORE_RELEASE_WAIT;
     loop {
-        match SledStorage::open_with_cache(path, cache_mib) {
+        match SledStorage::open(path) {
             Err(StorageError::Locked(_)) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -18,27 +18,13 @@ pub struct SledStorage {
     path: PathBuf,
 }
 
-/// sled's page cache unless `[storage] cache_capacity_mib` says otherwise. sled's own default
-/// is 1 GiB, which lets the cache grow with the store (every key record, the Raft log and the
-/// snapshot stay resident).
-pub const DEFAULT_CACHE_CAPACITY_MIB: u64 = 32;
-
 impl SledStorage {
-    /// Opens (creating if needed) the store directory `path`: directory 0o700, files 0o600;
-    /// sled's page cache at [`DEFAULT_CACHE_CAPACITY_MIB`].
+    /// Opens (creating if needed) the store directory `path`: directory 0o700, files 0o600.
     pub fn open(path: &Path) -> Result<SledStorage, StorageError> {
-        Self::open_with_cache(path, DEFAULT_CACHE_CAPACITY_MIB)
-    }
-
-    /// [`SledStorage::open`] with a page cache of `cache_mib` MiB (`[storage]
-    /// cache_capacity_mib`). The cache only holds pages read or written recently; the key
-    /// cache of an unsealed core holds every key regardless.
-    pub fn open_with_cache(path: &Path, cache_mib: u64) -> Result<SledStorage, StorageError> {
         create_private_dir(path)?;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
-            .cache_capacity(cache_mib.saturating_mul(1024 * 1024))
             .open()
             .map_err(map_err)?;
         restrict_permissions(path)?;
