@@ -221,7 +221,7 @@ fn emit_key(
     let lagging = retry::lagging_members(&resp);
     if !lagging.is_empty() {
         eprintln!(
-            "warning: {action}: not yet applied by {}; they stop serving within the read lease",
+            "warning: {action}: not applied by {}; their read lease has run out, so they refuse crypto until they catch up",
             lagging.join(", ")
         );
     }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod crash;
 pub mod grpc;
 pub mod memscan;
+pub mod peer_proxy;
 pub mod procs;
 pub mod xks;
 

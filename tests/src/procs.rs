@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::admin::Admin;
+use crate::peer_proxy::PeerProxy;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 pub fn bin_path(name: &str) -> PathBuf {
@@ -148,10 +149,11 @@ impl VhsmdProc {
         unix: bool,
         bootstrap: bool,
     ) -> Result<Self> {
-        Self::start_member_with(dir, pki, node_id, unix, bootstrap, "")
+        Self::start_member_with(dir, pki, node_id, unix, bootstrap, "", None)
     }
 
-    /// As [`VhsmdProc::start_member`], with `keys_toml` appended to the `[keys]` section.
+    /// As [`VhsmdProc::start_member`], with `keys_toml` appended to the `[keys]` section and
+    /// `advertise` (default: the listener) as the address the other members call.
     pub fn start_member_with(
         dir: &Path,
         pki: &Path,
@@ -159,9 +161,11 @@ impl VhsmdProc {
         unix: bool,
         bootstrap: bool,
         keys_toml: &str,
+        advertise: Option<SocketAddr>,
     ) -> Result<Self> {
         use std::os::unix::fs::MetadataExt;
         let port = free_port();
+        let advertise = advertise.unwrap_or(SocketAddr::from(([127, 0, 0, 1], port)));
         let metrics_port = free_port();
         let unix_socket = unix.then(|| dir.join(format!("{node_id}.sock")));
         let unix_toml = match &unix_socket {
@@ -198,7 +202,7 @@ min_deletion_waiting_days = 7
 {keys_toml}
 
 [cluster]
-advertise = "https://127.0.0.1:{port}"
+advertise = "https://{advertise}"
 bootstrap = {bootstrap}
 peer_cert = "{pki}/peer.crt"
 peer_key = "{pki}/peer.key"
@@ -481,6 +485,9 @@ pub struct ApplianceOptions {
     pub unix: bool,
     /// Appended to every node's `[keys]` section.
     pub keys_toml: String,
+    /// Each node advertises a [`PeerProxy`] in front of its listener, so a test can cut what
+    /// the other members send it.
+    pub peer_proxies: bool,
 }
 
 impl Default for ApplianceOptions {
@@ -491,6 +498,7 @@ impl Default for ApplianceOptions {
             key_ids: vec!["demo-key".to_string()],
             unix: false,
             keys_toml: String::new(),
+            peer_proxies: false,
         }
     }
 }
@@ -501,6 +509,8 @@ pub struct Appliance {
     pub dir: tempfile::TempDir,
     pub pki: PathBuf,
     pub nodes: Vec<VhsmdProc>,
+    /// One per node with [`ApplianceOptions::peer_proxies`], else empty.
+    pub proxies: Vec<PeerProxy>,
 }
 
 impl Appliance {
@@ -518,17 +528,30 @@ impl Appliance {
             bail!("pki init failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let mut nodes = Vec::new();
+        let mut proxies = Vec::new();
         for i in 0..opts.nodes.max(1) {
-            nodes.push(VhsmdProc::start_member_with(
+            let proxy = opts.peer_proxies.then(PeerProxy::start).transpose()?;
+            let node = VhsmdProc::start_member_with(
                 dir.path(),
                 &pki,
                 &format!("vhsm-{}", i + 1),
                 opts.unix,
                 i == 0,
                 &opts.keys_toml,
-            )?);
+                proxy.as_ref().map(PeerProxy::addr),
+            )?;
+            if let Some(p) = proxy {
+                p.relay_to(node.addr);
+                proxies.push(p);
+            }
+            nodes.push(node);
         }
-        let app = Appliance { dir, pki, nodes };
+        let app = Appliance {
+            dir,
+            pki,
+            nodes,
+            proxies,
+        };
         let admin = app.admin(0);
         let pass = format!("{}\n{}\n", opts.passphrase, opts.passphrase);
         admin.ok(&["init", "--passphrase"], &pass)?;
@@ -549,12 +572,20 @@ impl Appliance {
             "",
         )?;
         for i in 1..app.nodes.len() {
-            let target = app.nodes[i].endpoint();
+            let target = app.peer_endpoint(i);
             admin.ok(&["cluster", "add-node", "--address", &target], "")?;
             app.admin(i)
                 .ok(&["unseal"], &format!("{}\n", opts.passphrase))?;
         }
         Ok(app)
+    }
+
+    /// The address the other members call node `i` at (its proxy's, if it has one).
+    pub fn peer_endpoint(&self, i: usize) -> String {
+        match self.proxies.get(i) {
+            Some(p) => format!("https://{}", p.addr()),
+            None => self.nodes[i].endpoint(),
+        }
     }
 
     /// An admin client for node `i`.

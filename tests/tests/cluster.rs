@@ -54,11 +54,16 @@ async fn cluster() -> (Appliance, XksFrontProc, XksClient) {
 
 /// [`cluster`] with `keys_toml` in every node's `[keys]` section.
 async fn cluster_with(keys_toml: String) -> (Appliance, XksFrontProc, XksClient) {
-    let opts = ApplianceOptions {
+    cluster_of(ApplianceOptions {
         nodes: 3,
         keys_toml,
         ..ApplianceOptions::default()
-    };
+    })
+    .await
+}
+
+/// Three nodes made with `opts` behind one xks-front that serves every key.
+async fn cluster_of(opts: ApplianceOptions) -> (Appliance, XksFrontProc, XksClient) {
     let app = tokio::task::spawn_blocking(move || Appliance::start(&opts))
         .await
         .unwrap()
@@ -210,6 +215,58 @@ async fn a_lifecycle_change_on_one_node_holds_on_every_node() {
     assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
 }
 
+/// A member that no longer hears from the others keeps its read lease for a while: a kill
+/// switch returns only once that member has applied it or its lease has certainly run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_switch_holds_on_a_member_cut_off_from_the_others() {
+    let (app, _front, client) = cluster_of(ApplianceOptions {
+        nodes: 3,
+        peer_proxies: true,
+        ..ApplianceOptions::default()
+    })
+    .await;
+    admin_ok(
+        &app,
+        0,
+        &["key", "create", "k1", "--usage", "encrypt,decrypt"],
+    )
+    .await;
+    assert_eq!(encrypt_n(&client, "k1", 30).await.0, 30);
+    let leader = leader_index(&app);
+    let cut = (0..3).find(|i| *i != leader).unwrap();
+    // The leader's messages no longer reach `cut`; `cut` still reaches the leader (so it
+    // keeps asking for a read index) and xks-front still reaches `cut`.
+    app.proxies[cut].cut();
+    let started = Instant::now();
+    admin_ok(&app, leader, &["key", "disable", "k1"]).await;
+    let returned = started.elapsed();
+    let (ok, _) = encrypt_n(&client, "k1", 60).await;
+    assert_eq!(
+        ok, 0,
+        "encrypts that succeeded after `key disable` returned (member {cut} cut off)"
+    );
+    eprintln!("kill switch with a member cut off: returned after {returned:?}");
+    // Healed, it catches up, shows the change and serves again.
+    app.proxies[cut].heal();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let admin = app.admin(cut);
+        let s = tokio::task::spawn_blocking(move || admin.json(&["cluster", "status"], ""))
+            .await
+            .unwrap();
+        if matches!(&s, Ok(s) if s["serving"] == true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member {cut} never caught up: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(key_json(&app, cut, "k1").await["state"], "DISABLED");
+    assert_eq!(encrypt_n(&client, "k1", 30).await.0, 0);
+}
+
 fn leader_index(app: &Appliance) -> usize {
     let s = app.admin(0).json(&["cluster", "status"], "").unwrap();
     let leader = s["leader_id"].as_u64().unwrap();
@@ -222,7 +279,7 @@ fn leader_index(app: &Appliance) -> usize {
         .unwrap()
         .to_owned();
     (0..app.nodes.len())
-        .find(|i| app.nodes[*i].endpoint() == addr)
+        .find(|i| app.peer_endpoint(*i) == addr)
         .unwrap()
 }
 

@@ -219,7 +219,7 @@ impl Dispatcher {
                 tracing::warn!(
                     method = method.name(),
                     members = %lagging.join(","),
-                    "kill switch not yet applied by every member; they stop serving within the lease"
+                    "kill switch not applied by every member; their read lease has run out, so they refuse crypto until they catch up"
                 );
                 if let Ok(v) = lagging.join(",").parse() {
                     resp.metadata_mut().insert(LAGGING_MEMBERS_HEADER, v);
@@ -229,8 +229,9 @@ impl Dispatcher {
         })
     }
 
-    /// After a kill switch: waits (bounded) until every member applied what this node has;
-    /// returns the addresses of those that had not.
+    /// After a kill switch: waits until every member applied what this node has, at most the
+    /// lease bound; returns the addresses of those that had not (their read lease has run out
+    /// by then, so none of them serves the removed permission).
     async fn wait_for_members(&self) -> Vec<String> {
         let Some(c) = &self.cluster else {
             return Vec::new();
@@ -242,8 +243,9 @@ impl Dispatcher {
             .borrow()
             .last_applied
             .map_or(0, |l| l.index);
-        let wait = Duration::from_millis(c.node.config().kill_switch_wait_ms);
-        c.node.wait_members_applied(target, wait).await
+        c.node
+            .wait_members_applied(target, c.node.config().kill_switch_wait())
+            .await
     }
 
     /// Runs an authorized call where it belongs: Argon2id ceremonies on the blocking pool, at

@@ -438,7 +438,7 @@ async fn decide(ctx: &Ctx, args: &DecideArgs, decision: Decision) -> CliResult<(
     let lagging = retry::lagging_members(&resp);
     if !lagging.is_empty() {
         eprintln!(
-            "warning: not yet applied by {}; they stop serving within the read lease",
+            "warning: not applied by {}; their read lease has run out, so they refuse crypto until they catch up",
             lagging.join(", ")
         );
     }

@@ -2,6 +2,7 @@
 //! cluster of this node alone, formed on first start).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -50,9 +51,11 @@ pub struct ClusterConfig {
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
     /// How long `key disable` (and other permission removals) wait for every member to apply
-    /// the change before answering with the members that had not (ms).
-    #[serde(default = "default_kill_switch_wait_ms")]
-    pub kill_switch_wait_ms: u64,
+    /// the change (ms). Default and minimum: the lease bound ([`ClusterConfig::lease_bound`]),
+    /// after which a member that has not applied it has certainly stopped serving, so a
+    /// returned kill switch holds on every member.
+    #[serde(default)]
+    pub kill_switch_wait_ms: Option<u64>,
     /// A snapshot is taken (and the log below it purged) every this many entries.
     #[serde(default = "default_snapshot_every")]
     pub snapshot_every_entries: u64,
@@ -76,7 +79,7 @@ impl Default for ClusterConfig {
             election_timeout_min_ms: default_election_min_ms(),
             election_timeout_max_ms: default_election_max_ms(),
             write_timeout_ms: default_write_timeout_ms(),
-            kill_switch_wait_ms: default_kill_switch_wait_ms(),
+            kill_switch_wait_ms: None,
             snapshot_every_entries: default_snapshot_every(),
             install_snapshot_timeout_ms: default_install_snapshot_timeout_ms(),
         }
@@ -102,9 +105,6 @@ fn default_election_max_ms() -> u64 {
 }
 fn default_write_timeout_ms() -> u64 {
     5000
-}
-fn default_kill_switch_wait_ms() -> u64 {
-    1000
 }
 fn default_snapshot_every() -> u64 {
     5000
@@ -154,11 +154,18 @@ impl ClusterConfig {
                 "must be 100 to 600000",
             ));
         }
-        if self.kill_switch_wait_ms > 60_000 {
-            return Err(ConfigError::invalid(
-                "cluster.kill_switch_wait_ms",
-                "must be at most 60000",
-            ));
+        if let Some(wait) = self.kill_switch_wait_ms {
+            let bound = self.lease_bound().as_millis();
+            if u128::from(wait) < bound || wait > 120_000 {
+                return Err(ConfigError::invalid(
+                    "cluster.kill_switch_wait_ms",
+                    format!(
+                        "must be {bound} to 120000: below the lease bound (lease_ms + 1/8 + \
+                         50 ms) a lagging member could still serve after a kill switch \
+                         returned; remove the key to use the bound"
+                    ),
+                ));
+            }
         }
         if !(100..=10_000_000).contains(&self.snapshot_every_entries) {
             return Err(ConfigError::invalid(
@@ -173,6 +180,23 @@ impl ClusterConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Time after a change is committed by which every member has either applied it or let
+    /// its read lease run out: a lease renewed from a read index taken before the commit ends
+    /// within `lease_ms` of it; 1/8 of the lease plus 50 ms cover monotonic clocks running at
+    /// different rates and scheduling delay. Needs the same `lease_ms` on every member (the
+    /// leader refuses a read index to a member whose lease differs).
+    pub fn lease_bound(&self) -> Duration {
+        let lease = Duration::from_millis(self.lease_ms);
+        lease + lease / 8 + Duration::from_millis(50)
+    }
+
+    /// How long a kill switch waits for every member (at least [`ClusterConfig::lease_bound`]).
+    pub fn kill_switch_wait(&self) -> Duration {
+        self.kill_switch_wait_ms
+            .map_or_else(|| self.lease_bound(), Duration::from_millis)
+            .max(self.lease_bound())
     }
 
     /// openraft's configuration from these settings.
@@ -209,9 +233,31 @@ mod tests {
     }
 
     #[test]
+    fn the_kill_switch_waits_at_least_the_lease_bound() {
+        let mut c = ClusterConfig::default();
+        assert_eq!(c.lease_bound(), Duration::from_millis(2300));
+        assert_eq!(c.kill_switch_wait(), Duration::from_millis(2300));
+        c.kill_switch_wait_ms = Some(5000);
+        c.validate().unwrap();
+        assert_eq!(c.kill_switch_wait(), Duration::from_millis(5000));
+        c.lease_ms = 8000;
+        // A lease raised without raising the wait: refused at start.
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("must be 9050 to 120000"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_their_field() {
         type Change = fn(&mut ClusterConfig);
-        let cases: [(Change, &str); 5] = [
+        let cases: [(Change, &str); 7] = [
+            (
+                |c| c.kill_switch_wait_ms = Some(1000),
+                "cluster.kill_switch_wait_ms",
+            ),
+            (
+                |c| c.kill_switch_wait_ms = Some(200_000),
+                "cluster.kill_switch_wait_ms",
+            ),
             (|c| c.lease_ms = 10, "cluster.lease_ms"),
             (
                 |c| c.advertise = Some("http://x:1".into()),

@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use vhsm_proto::v1::peer_client::PeerClient;
 use vhsm_proto::v1::RaftMessage;
 
-use super::types::{Applied, Command, NodeId, NodeInfo, PeerRpc, TypeConfig};
+use super::types::{Applied, Command, NodeId, NodeInfo, PeerRpc, ReadIndexAsk, TypeConfig};
 
 /// Largest peer message (snapshot chunks are 1 MiB; a restore entry can be large).
 pub const MAX_PEER_MESSAGE: usize = 256 * 1024 * 1024;
@@ -228,13 +228,16 @@ impl Peers {
         self.json_call(addr, PeerRpc::Propose, cmd, timeout).await
     }
 
-    /// The read index of the leader at `addr`.
+    /// The read index of the leader at `addr`, for a member whose lease is `lease_ms`.
     pub async fn read_index(
         &self,
         addr: &str,
+        lease_ms: u64,
         timeout: Duration,
     ) -> Result<Result<u64, String>, PeerError> {
-        self.json_call(addr, PeerRpc::ReadIndex, &(), timeout).await
+        let ask = ReadIndexAsk { lease_ms };
+        self.json_call(addr, PeerRpc::ReadIndex, &ask, timeout)
+            .await
     }
 
     /// The identity and progress of the node at `addr`.

@@ -16,7 +16,7 @@ use super::config::ClusterConfig;
 use super::log_store::LogStore;
 use super::network::{PeerNetwork, PeerTransport, Peers};
 use super::state_machine::{Notice, StateMachine};
-use super::types::{Applied, Command, NodeId, NodeInfo, PeerRpc, VhsmRaft};
+use super::types::{Applied, Command, NodeId, NodeInfo, PeerRpc, ReadIndexAsk, VhsmRaft};
 
 const RAFT_ID_KEY: &[u8] = b"raft_id";
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -347,7 +347,11 @@ impl ClusterNode {
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
                     match f.leader_node {
                         Some(n) if f.leader_id != Some(self.id) => {
-                            match self.peers.read_index(&n.addr, timeout).await {
+                            match self
+                                .peers
+                                .read_index(&n.addr, self.cfg.lease_ms, timeout)
+                                .await
+                            {
                                 Ok(r) => r,
                                 Err(e) => Err(e.to_string()),
                             }
@@ -454,7 +458,8 @@ impl ClusterNode {
     }
 
     /// Waits up to `wait` for every member to reflect `index`; returns the addresses of those
-    /// that did not (unreachable or lagging: they stop serving within the lease).
+    /// that did not (unreachable or lagging: with `wait` at least the lease bound, they have
+    /// stopped serving by the time this returns).
     pub async fn wait_members_applied(&self, index: u64, wait: Duration) -> Vec<String> {
         let deadline = Instant::now() + wait;
         // This node itself: woken by its own reload, no polling.
@@ -471,7 +476,13 @@ impl ClusterNode {
                 let done = if id == self.id {
                     self.seen() >= index
                 } else {
-                    matches!(self.peers.node_info(&addr).await, Ok(info) if info.applied_index >= index)
+                    // Bounded by the deadline: an unreachable member must not hold the
+                    // answer past it.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    matches!(
+                        tokio::time::timeout(left, self.peers.node_info(&addr)).await,
+                        Ok(Ok(info)) if info.applied_index >= index
+                    )
                 };
                 if !done {
                     still.push((id, addr));
@@ -632,7 +643,20 @@ impl ClusterNode {
                     };
                 json(&result)
             }
-            PeerRpc::ReadIndex => json(&self.local_read_index().await),
+            PeerRpc::ReadIndex => {
+                let ask: Option<ReadIndexAsk> =
+                    serde_json::from_slice(&msg.json).map_err(parse_err)?;
+                match ask {
+                    Some(a) if a.lease_ms != self.cfg.lease_ms => {
+                        json(&Err::<u64, String>(format!(
+                            "the member's lease_ms {} differs from the leader's {}: set the \
+                             same [cluster] lease_ms on every member",
+                            a.lease_ms, self.cfg.lease_ms
+                        )))
+                    }
+                    _ => json(&self.local_read_index().await),
+                }
+            }
             PeerRpc::NodeInfo => {
                 let initialized = self
                     .raft

@@ -191,6 +191,15 @@ pub struct NodeInfo {
     pub initialized: bool,
 }
 
+/// A member asking the leader for its read index (`Peer/ReadIndex`). Members before this
+/// field sent JSON `null`, read as `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexAsk {
+    /// The asker's `[cluster] lease_ms`: the leader refuses one that differs from its own,
+    /// because the kill switch's lease bound assumes one lease length on every member.
+    pub lease_ms: u64,
+}
+
 /// The kinds of peer call (one gRPC method each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerRpc {
