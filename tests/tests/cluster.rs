@@ -267,6 +267,45 @@ async fn a_kill_switch_holds_on_a_member_cut_off_from_the_others() {
     assert_eq!(encrypt_n(&client, "k1", 30).await.0, 0);
 }
 
+/// The kill switch's lease bound assumes one lease length: a member configured with another
+/// neither unseals nor gets a read lease (and says why) while the others keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_another_lease_length_never_serves() {
+    let (mut app, _front, client) = cluster().await;
+    let leader = leader_index(&app);
+    let odd = (0..3).find(|i| *i != leader).unwrap();
+    app.nodes[odd].stop();
+    let config = std::fs::read_to_string(&app.nodes[odd].config).unwrap();
+    let config = config.replace("[cluster]\n", "[cluster]\nlease_ms = 3000\n");
+    std::fs::write(&app.nodes[odd].config, config).unwrap();
+    app.nodes[odd].restart().unwrap();
+    // Unseal needs to confirm the node is current, and the leader refuses: fail closed.
+    let e = app
+        .admin(odd)
+        .ok(&["unseal"], &format!("{PASS}\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lease_ms 3000 differs from the leader's 2000"),
+        "{e}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let s = app.admin(odd).json(&["cluster", "status"], "").unwrap();
+        if s["not_serving_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("differs from the leader's"))
+        {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no lease refusal seen: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["serving"], false, "{status}");
+    // xks-front fails over to the members that serve.
+    assert_eq!(encrypt_n(&client, "demo-key", 30).await.0, 30);
+}
+
 fn leader_index(app: &Appliance) -> usize {
     let s = app.admin(0).json(&["cluster", "status"], "").unwrap();
     let leader = s["leader_id"].as_u64().unwrap();
