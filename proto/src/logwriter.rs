@@ -15,8 +15,8 @@
 //!   arrive, takes the whole batch by swapping buffers and writes it with one `write_all` and
 //!   one `flush`. An idle process has no periodic wake-ups;
 //! * the request path never blocks on I/O: when the queue holds
-//!   [`LogWriterBuilder::max_queued_bytes`] the line is dropped and counted (per writer:
-//!   [`LogWriter::dropped`]; per process: [`dropped_lines`], for a metrics endpoint);
+//!   [`LogWriterBuilder::max_queued_bytes`] the line is dropped and counted
+//!   ([`LogWriter::dropped`]; [`LogWriter::drop_counter`] hands a metrics endpoint a reader);
 //! * dropping the [`LogWriter`] guard writes what is queued and stops the thread.
 
 use std::io::Write;
@@ -25,12 +25,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Lines dropped by every writer of this process because their queue was full.
-static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
+/// Reads how many lines one [`LogWriter`] dropped because its queue was full (for a metrics
+/// endpoint). The default reader belongs to no writer and always reads 0.
+#[derive(Debug, Clone, Default)]
+pub struct DroppedLines(Arc<AtomicU64>);
 
-/// Lines dropped (queue full) by all log writers of this process since it started.
-pub fn dropped_lines() -> u64 {
-    DROPPED_LINES.load(Ordering::Relaxed)
+impl DroppedLines {
+    /// Lines dropped so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Default bound on queued bytes (about 16k lines of 250 bytes).
@@ -65,7 +69,7 @@ struct Shared {
     wake: Condvar,
     max_bytes: usize,
     high_water: usize,
-    dropped: AtomicU64,
+    dropped: DroppedLines,
 }
 
 impl Shared {
@@ -80,8 +84,7 @@ impl Shared {
         let mut q = self.lock();
         if q.closed || q.buf.len().saturating_add(line.len()) > self.max_bytes {
             drop(q);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
+            self.dropped.0.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         q.buf.extend_from_slice(line);
@@ -155,7 +158,7 @@ impl LogWriterBuilder {
             wake: Condvar::new(),
             max_bytes: self.max_queued_bytes,
             high_water: (self.max_queued_bytes / 2).max(1),
-            dropped: AtomicU64::new(0),
+            dropped: DroppedLines::default(),
         });
         let worker = shared.clone();
         let linger = self.linger;
@@ -237,7 +240,12 @@ impl LogWriter {
 
     /// Lines this writer dropped because its queue was full.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.get()
+    }
+
+    /// A reader of [`LogWriter::dropped`] that outlives no one: give it to the metrics.
+    pub fn drop_counter(&self) -> DroppedLines {
+        self.shared.dropped.clone()
     }
 }
 
@@ -401,7 +409,7 @@ mod tests {
             .spawn(sink.clone())
             .unwrap();
         let mut h = w.handle();
-        let before = dropped_lines();
+        let counter = w.drop_counter();
         // The first line is taken by the writer (which then blocks in the sink) ...
         h.write_all(b"0123456789\n").unwrap();
         wait_for("the writer to take the first batch", || {
@@ -412,7 +420,8 @@ mod tests {
             h.write_all(b"abcdefghij\n").unwrap();
         }
         assert_eq!(w.dropped(), 11);
-        assert!(dropped_lines() >= before + 11);
+        assert_eq!(counter.get(), 11);
+        assert_eq!(DroppedLines::default().get(), 0, "a reader of no writer");
         assert_eq!(w.shared.lock().buf.len(), 99);
         sink.open_gate();
         drop(w);
@@ -433,7 +442,7 @@ mod tests {
         assert_eq!(sink.joined(), b"last words\n");
         // A handle that outlives the guard drops (and counts) instead of blocking or failing.
         h.write_all(b"too late\n").unwrap();
-        assert_eq!(h.shared.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(h.shared.dropped.get(), 1);
     }
 
     #[test]

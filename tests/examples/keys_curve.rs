@@ -7,7 +7,8 @@
 //! and latency over gRPC + mTLS on those keys. A benchmark, not a test: nothing is asserted.
 //!
 //! `cargo build --release --bins --examples -p vhsm-e2e -p vhsm -p vhsm-admin &&
-//!  target/release/examples/keys_curve [max_keys] [seconds_per_point]`
+//!  target/release/examples/keys_curve [max_keys] [seconds_per_point]`; with `KEYS_CURVE_KEEP=1`
+//! the filled store is kept (vhsmd stopped) for a heap profile.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
         let (rate, p50, p99) = encrypt_load(&crypto, have, secs).await;
         let rss = rss_kib(pid);
         let per_key = rss.saturating_sub(base_rss) as f64 / have as f64;
-        // What the stored keys themselves cost: a fresh process, unsealed and warmed.
+        // What the stored keys themselves cost: a fresh process, unsealed.
         app.nodes[0].stop();
         app.nodes[0].restart()?;
         pid = app.nodes[0].pid().unwrap();
@@ -208,6 +209,14 @@ async fn main() -> anyhow::Result<()> {
             p50.as_micros(),
             p99.as_micros()
         );
+    }
+    if std::env::var_os("KEYS_CURVE_KEEP").is_some() {
+        // For a heap profile of the filled store (docs/performance.md): vhsmd stopped, its
+        // config, PKI and data kept.
+        app.nodes[0].stop();
+        let config = app.nodes[0].config.clone();
+        let dir = app.dir.keep();
+        println!("kept {} (config {})", dir.display(), config.display());
     }
     Ok(())
 }

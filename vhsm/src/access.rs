@@ -209,6 +209,20 @@ impl Method {
         self.is_crypto_service() && self != Method::Health
     }
 
+    /// Calls that may leave the core unsealed with keys loaded (a witness refuses them; after
+    /// one, the reservation sweep runs at once).
+    pub fn unseals(self) -> bool {
+        matches!(
+            self,
+            Method::Init
+                | Method::Unseal
+                | Method::Rekey
+                | Method::RekeyStage
+                | Method::RekeyCommit
+                | Method::RestoreBackup
+        )
+    }
+
     /// Calls that remove permission to use a key: they return once every member applied them
     /// (or name the members that had not). A decision may execute an approved disable,
     /// deletion or minimum-version raise.
@@ -364,6 +378,7 @@ mod tests {
     fn writes_wait_for_the_cluster_and_status_never_does() {
         assert!(Method::CreateKey.is_write() && Method::CreateKey.needs_barrier());
         assert!(Method::DisableKey.is_kill_switch());
+        assert!(Method::Unseal.unseals() && !Method::Seal.unseals());
         for m in [Method::Status, Method::ClusterStatus, Method::Seal] {
             assert!(!m.needs_barrier(), "{}", m.name());
         }

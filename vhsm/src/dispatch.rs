@@ -194,6 +194,9 @@ impl Dispatcher {
             if r.is_ok() && method.is_kill_switch() {
                 lagging = self.wait_for_members().await;
             }
+            if r.is_ok() && method.unseals() {
+                self.reserver.unsealed();
+            }
             r
         } else {
             request.into_inner().wipe();
@@ -277,16 +280,7 @@ impl Dispatcher {
             return f(&self.vhsm, caller, msg);
         }
         if let Some(c) = &self.cluster {
-            let unseals = matches!(
-                method,
-                Method::Init
-                    | Method::Unseal
-                    | Method::Rekey
-                    | Method::RekeyStage
-                    | Method::RekeyCommit
-                    | Method::RestoreBackup
-            );
-            if unseals && c.node.is_witness() {
+            if method.unseals() && c.node.is_witness() {
                 msg.wipe();
                 return Err(core_status(&Error::NotServing(
                     "this node is a witness: it never holds keys".into(),

@@ -41,7 +41,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         println!("config ok");
         return Ok(());
     }
-    let _log_guard = logging::init(&config.log).map_err(anyhow::Error::msg)?;
+    let log_guard = logging::init(&config.log).map_err(anyhow::Error::msg)?;
     for warning in hardening::harden().warnings {
         tracing::warn!("hardening: {warning}");
     }
@@ -56,7 +56,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listen.addr: cannot bind {addr}"))?;
         let shutdown = shutdown_signal()?;
-        server::serve(&config, listener, shutdown).await?;
+        server::serve(&config, listener, log_guard.drop_counter(), shutdown).await?;
         tracing::info!("vhsmd stopped");
         Ok(())
     })

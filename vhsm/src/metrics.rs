@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use vhsm_core::{SealState, Vhsm};
+use vhsm_proto::logwriter::DroppedLines;
 
 use crate::cluster::node::{ClusterNode, ClusterView};
 use crate::grpc_limits::LimitCounters;
@@ -33,6 +34,8 @@ pub struct Sources {
     pub crypto_limits: Arc<LimitCounters>,
     /// The Admin service's limits.
     pub admin_limits: Arc<LimitCounters>,
+    /// Lines the log writer dropped.
+    pub log_drops: DroppedLines,
 }
 
 /// Counter values at one scrape.
@@ -81,7 +84,7 @@ impl Sources {
             gcm_max_basis_points: r.max_reserved_basis_points.load(Relaxed),
             approvals_pending: pending.map(|n| n as u64),
             approvals_max_pending: max_pending as u64,
-            log_dropped: vhsm_proto::logwriter::dropped_lines(),
+            log_dropped: self.log_drops.get(),
         }
     }
 }

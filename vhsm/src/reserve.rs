@@ -2,7 +2,8 @@
 //! that creates or rotates a key reserves its first block in the same write; every
 //! [`SWEEP_EVERY`] a background sweep reserves the next block, in one replicated write per
 //! [`SWEEP_BATCH`] key versions, for the versions this node uses that have less than half a
-//! block left, and once after each unseal for every encryptable key. An Encrypt that still
+//! block left, and after each unseal (at once: [`Reserver::unsealed`] wakes it) for every
+//! encryptable key. An Encrypt that still
 //! finds nothing reserved (a key made on another node, first used here) waits for one
 //! reservation of its own.
 
@@ -38,6 +39,8 @@ pub struct Reserver {
     cluster: Option<(Arc<ClusterNode>, Arc<ReplicatedStorage>)>,
     one_at_a_time: tokio::sync::Mutex<()>,
     stats: Arc<ReservationStats>,
+    /// Wakes the sweep right after an unseal, instead of at its next tick.
+    unsealed: tokio::sync::Notify,
 }
 
 /// How often the sweep looks for key versions to reserve for.
@@ -56,7 +59,15 @@ impl Reserver {
             cluster,
             one_at_a_time: tokio::sync::Mutex::new(()),
             stats: Arc::new(ReservationStats::default()),
+            unsealed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The core was just unsealed: the sweep reserves for every encryptable key now, so the
+    /// first Encrypts after an unseal find their reservation made instead of each waiting for
+    /// a write of its own.
+    pub fn unsealed(&self) {
+        self.unsealed.notify_one();
     }
 
     /// The counters.
@@ -79,7 +90,10 @@ impl Reserver {
         // After each unseal, one pass also covers the versions this node never reserved for.
         let mut after_unseal = true;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.unsealed.notified() => after_unseal = true,
+            }
             if self.vhsm.health().0 != vhsm_core::SealState::Unsealed {
                 after_unseal = true;
                 continue;

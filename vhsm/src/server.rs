@@ -11,6 +11,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::Server;
 use vhsm_core::{KdfParams, Options, OsRandom, Reason, SealState, StorageError, SystemClock, Vhsm};
+use vhsm_proto::logwriter::DroppedLines;
 use vhsm_proto::v1::admin_server::AdminServer;
 use vhsm_proto::v1::crypto_server::CryptoServer;
 use vhsm_proto::v1::peer_server::PeerServer;
@@ -147,6 +148,8 @@ pub struct Daemon {
     notices: tokio::sync::mpsc::UnboundedReceiver<Notice>,
     /// The bound `[unix]` socket and its path, if configured.
     unix: Option<(std::os::unix::net::UnixListener, PathBuf)>,
+    /// The log writer's dropped-lines counter, for `vhsm_log_dropped_lines_total`.
+    log_drops: DroppedLines,
 }
 
 impl Daemon {
@@ -214,7 +217,16 @@ impl Daemon {
             },
             notices,
             unix,
+            log_drops: DroppedLines::default(),
         })
+    }
+
+    /// Reports `log_drops` as `vhsm_log_dropped_lines_total` (default: a counter of no log
+    /// writer, always 0).
+    #[must_use]
+    pub fn with_log_drops(mut self, log_drops: DroppedLines) -> Daemon {
+        self.log_drops = log_drops;
+        self
     }
 
     /// The core.
@@ -236,6 +248,7 @@ impl Daemon {
             cluster,
             notices,
             unix,
+            log_drops,
         } = self;
         let node = Arc::clone(&cluster.node);
         let reload = tokio::spawn(run_reload(Arc::clone(&node), Arc::clone(&vhsm), notices));
@@ -275,6 +288,7 @@ impl Daemon {
                     reservations: Arc::clone(dispatcher.reserver().stats()),
                     crypto_limits: Arc::clone(crypto.counters()),
                     admin_limits: Arc::clone(admin.counters()),
+                    log_drops: log_drops.clone(),
                 };
                 Some(tokio::spawn(crate::metrics::serve(
                     listener,
@@ -468,12 +482,22 @@ fn bind_unix_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, Ser
 }
 
 /// Opens the daemon ([`Daemon::open`]) and serves on `listener` until `shutdown` resolves
-/// ([`Daemon::run`]). When it returns, the store is sealed, flushed and closed.
-pub async fn serve<F>(config: &Config, listener: TcpListener, shutdown: F) -> Result<(), ServeError>
+/// ([`Daemon::run`]); `log_drops` is the log writer's dropped-lines counter. When it returns,
+/// the store is sealed, flushed and closed.
+pub async fn serve<F>(
+    config: &Config,
+    listener: TcpListener,
+    log_drops: DroppedLines,
+    shutdown: F,
+) -> Result<(), ServeError>
 where
     F: Future<Output = ()> + Send,
 {
-    Daemon::open(config).await?.run(listener, shutdown).await
+    Daemon::open(config)
+        .await?
+        .with_log_drops(log_drops)
+        .run(listener, shutdown)
+        .await
 }
 
 /// How often the daemon checks whether the core stopped on a storage failure.

@@ -100,7 +100,7 @@ fn init_logging(format: LogFormat) -> anyhow::Result<LogWriter> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _log_guard = init_logging(args.log_format)?;
+    let log_guard = init_logging(args.log_format)?;
     harden();
     let cfg = Config::load(&args.config)?;
     raise_nofile(cfg.limits.max_connections);
@@ -122,16 +122,17 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(cfg.limits.effective_worker_threads())
         .enable_all()
         .build()?;
-    rt.block_on(run(cfg, registry, tls))
+    let metrics = Arc::new(Metrics::with_log_drops(log_guard.drop_counter()));
+    rt.block_on(run(cfg, registry, tls, metrics))
 }
 
 async fn run(
     cfg: Config,
     registry: Registry,
     tls: Option<Arc<rustls::ServerConfig>>,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let metrics = Arc::new(Metrics::new());
     let group = Arc::new(HaGroup::new(grpc_nodes(&cfg.vhsm)?, NODE_BACKOFF));
     let health = Arc::new(HealthCache::new(group.node_ids()));
     let deadline = Duration::from_millis(cfg.vhsm.deadline_ms);

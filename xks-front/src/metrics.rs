@@ -16,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use vhsm_proto::logwriter::DroppedLines;
 
 /// Latency buckets (seconds), dense around KMS's 250 ms budget.
 pub const BUCKETS: [f64; 12] = [
@@ -109,11 +110,11 @@ struct NodeLabels {
 
 /// `xks_log_dropped_lines_total`, read from the log writer at each scrape.
 #[derive(Debug)]
-struct LogDropped;
+struct LogDropped(DroppedLines);
 
 impl Collector for LogDropped {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new(vhsm_proto::logwriter::dropped_lines());
+        let counter = ConstCounter::new(self.0.get());
         let metric = encoder.encode_descriptor(
             "xks_log_dropped_lines",
             "Log lines dropped because the log writer's queue was full (the disk or pipe was too slow)",
@@ -147,8 +148,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with the three families registered.
+    /// A fresh registry with the three families registered, not tied to a log writer (tests,
+    /// tools: `xks_log_dropped_lines_total` stays 0).
     pub fn new() -> Self {
+        Self::with_log_drops(DroppedLines::default())
+    }
+
+    /// A fresh registry whose `xks_log_dropped_lines_total` reads the process's log writer.
+    pub fn with_log_drops(log_drops: DroppedLines) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let duration =
@@ -189,7 +196,7 @@ impl Metrics {
             "Requests received but not yet SigV4-verified",
             unauthenticated_in_flight.clone(),
         );
-        registry.register_collector(Box::new(LogDropped));
+        registry.register_collector(Box::new(LogDropped(log_drops)));
         Self {
             registry,
             requests,
