@@ -551,6 +551,11 @@ impl Config {
         self.data_dir.join("store")
     }
 
+    /// Where the current Raft snapshot lives (one file, beside the store).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.data_dir.join("raft-snapshot")
+    }
+
     fn validate_roles(&self) -> Result<(), ConfigError> {
         let lists: [(&'static str, &Vec<String>); 4] = [
             ("roles.crypto", &self.roles.crypto),

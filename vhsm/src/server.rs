@@ -173,9 +173,14 @@ impl Daemon {
             );
         }
         let transport = Arc::new(GrpcTransport::new(load_peer_tls(config)?.as_ref()));
-        let (node, notices) =
-            ClusterNode::start(storage.db(), &config.cluster, config.advertise(), transport)
-                .await?;
+        let (node, notices) = ClusterNode::start(
+            storage.db(),
+            &config.snapshot_dir(),
+            &config.cluster,
+            config.advertise(),
+            transport,
+        )
+        .await?;
         let replicated = Arc::new(ReplicatedStorage::new(
             Arc::clone(&storage),
             Arc::clone(&node),

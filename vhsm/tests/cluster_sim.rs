@@ -157,6 +157,7 @@ async fn start_node(net: &Arc<Net>, addr: &str, bootstrap: bool, witness: bool) 
     });
     let (node, notices) = ClusterNode::start(
         local.db(),
+        &dir.path().join("raft-snapshot"),
         &cluster_config(bootstrap, witness),
         addr.to_owned(),
         transport,

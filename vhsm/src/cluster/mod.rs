@@ -8,5 +8,6 @@ pub mod network;
 pub mod node;
 pub mod peer_service;
 pub mod replicated;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod types;

@@ -127,11 +127,13 @@ fn json<T: serde::Serialize>(v: &T) -> Result<RaftMessage, String> {
 }
 
 impl ClusterNode {
-    /// Opens the log and state machine in `db`, starts Raft, and (with `bootstrap`, on a node
+    /// Opens the log and state machine in `db` (the snapshot in `snapshot_dir`), starts Raft,
+    /// and (with `bootstrap`, on a node
     /// that never joined a cluster) forms a one-member cluster. Returns the node and the
     /// stream of applied changes for the core's reload task.
     pub async fn start(
         db: &sled::Db,
+        snapshot_dir: &std::path::Path,
         cfg: &ClusterConfig,
         advertise: String,
         transport: Arc<dyn PeerTransport>,
@@ -140,7 +142,8 @@ impl ClusterNode {
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         let (applied_tx, applied_rx) = watch::channel(0);
         let applied_tx = Arc::new(applied_tx);
-        let sm = StateMachine::open(db, notify_tx, Arc::clone(&applied_tx)).map_err(storage_err)?;
+        let sm = StateMachine::open(db, snapshot_dir, notify_tx, Arc::clone(&applied_tx))
+            .map_err(storage_err)?;
         let applied = sm.applied_index().map_err(storage_err)?;
         applied_tx.send_replace(applied);
         let unlogged = sm.has_unlogged_data().map_err(storage_err)?;

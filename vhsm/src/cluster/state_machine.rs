@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use vhsm_core::{Changes, WriteOp};
 
+use super::snapshot_file::SnapshotFile;
 use super::types::{Applied, NodeId, RaftStorageError, TypeConfig};
 use crate::storage::prefixed;
 
@@ -49,7 +50,8 @@ type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 #[derive(Debug, Clone)]
 pub struct StateMachine {
     db: sled::Db,
-    snapshots: sled::Tree,
+    /// The current snapshot, in its own file (not in sled, whose cache would hold it).
+    snapshots: SnapshotFile,
     /// Held while applying and while a snapshot reads the trees, so a snapshot is consistent.
     apply_lock: Arc<Mutex<()>>,
     notify: mpsc::UnboundedSender<Notice>,
@@ -87,21 +89,23 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 impl StateMachine {
-    /// The state machine inside `db`; it reports applied indexes on `applied_tx` and changes
-    /// on `notify`.
+    /// The state machine inside `db`, its snapshot in `snapshot_dir`; it reports applied
+    /// indexes on `applied_tx` and changes on `notify`.
     pub fn open(
         db: &sled::Db,
+        snapshot_dir: &std::path::Path,
         notify: mpsc::UnboundedSender<Notice>,
         applied_tx: Arc<watch::Sender<u64>>,
-    ) -> Result<StateMachine, sled::Error> {
-        let sm = StateMachine {
+    ) -> Result<StateMachine, String> {
+        let snapshots = SnapshotFile::open(snapshot_dir).map_err(|e| e.to_string())?;
+        move_legacy_snapshot(db, &snapshots)?;
+        Ok(StateMachine {
             db: db.clone(),
-            snapshots: db.open_tree("raft_snapshot")?,
+            snapshots,
             apply_lock: Arc::new(Mutex::new(())),
             notify,
             applied_tx,
-        };
-        Ok(sm)
+        })
     }
 
     /// The index the machine has applied up to, from its own records.
@@ -177,6 +181,31 @@ fn dump(db: &sled::Db) -> Result<Vec<u8>, RaftStorageError> {
     let digest = Sha256::digest(&out);
     out.extend_from_slice(&digest);
     Ok(out)
+}
+
+/// Moves a snapshot kept by an earlier version in the sled tree `raft_snapshot` into its file,
+/// then empties the tree (again after a crash between the two steps: the file wins).
+fn move_legacy_snapshot(db: &sled::Db, file: &SnapshotFile) -> Result<(), String> {
+    const LEGACY_TREE: &str = "raft_snapshot";
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == LEGACY_TREE.as_bytes())
+    {
+        return Ok(());
+    }
+    let tree = db.open_tree(LEGACY_TREE).map_err(|e| e.to_string())?;
+    let meta = tree.get("meta").map_err(|e| e.to_string())?;
+    let data = tree.get("data").map_err(|e| e.to_string())?;
+    if let (Some(m), Some(d)) = (meta, data) {
+        if file.read().map_err(|e| e.to_string())?.is_none() {
+            file.write(&m, &d).map_err(|e| e.to_string())?;
+            tracing::info!("raft snapshot moved from the store into its own file");
+        }
+    }
+    db.drop_tree(LEGACY_TREE).map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The (key, value) pairs of a snapshot, after checking its frame and hash.
@@ -370,13 +399,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             sm.db
                 .apply_batch(batch)
                 .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            sm.snapshots
-                .insert("meta", meta_json)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            sm.snapshots
-                .insert("data", data)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            // The installed state is durable before the snapshot that claims it.
             sm.db.flush().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            sm.snapshots
+                .write(&meta_json, &data)
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             drop(guard);
             Ok(())
         })
@@ -389,20 +416,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let meta = self
-            .snapshots
-            .get("meta")
+        let file = self.snapshots.clone();
+        let stored = tokio::task::spawn_blocking(move || file.read())
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
             .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let data = self
-            .snapshots
-            .get("data")
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        match (meta, data) {
-            (Some(m), Some(d)) => Ok(Some(Snapshot {
-                meta: serde_json::from_slice(&m).map_err(|e| snap_err(ErrorVerb::Read, e))?,
-                snapshot: Box::new(Cursor::new(d.to_vec())),
+        match stored {
+            Some(s) => Ok(Some(Snapshot {
+                meta: serde_json::from_slice(&s.meta).map_err(|e| snap_err(ErrorVerb::Read, e))?,
+                snapshot: Box::new(Cursor::new(s.data)),
             })),
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 }
@@ -444,15 +468,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 snapshot_id,
             };
             let meta_json = serde_json::to_vec(&meta).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            sm.snapshots
-                .insert("meta", meta_json)
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            sm.snapshots
-                .insert("data", data.clone())
-                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-            // The snapshot (and the applied state it covers) is durable before the log below it
-            // may be purged.
+            // The applied state the snapshot covers is durable before the snapshot, and the
+            // snapshot before the log below it may be purged.
             sm.db.flush().map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            sm.snapshots
+                .write(&meta_json, &data)
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
             Ok::<_, RaftStorageError>((meta, data))
         })
         .await
@@ -468,6 +489,31 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_kept_in_the_store_by_an_earlier_version_moves_into_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("store")).unwrap();
+        let legacy = db.open_tree("raft_snapshot").unwrap();
+        legacy.insert("meta", b"{\"m\":1}".as_slice()).unwrap();
+        legacy.insert("data", b"the data".as_slice()).unwrap();
+        let snap_dir = dir.path().join("raft-snapshot");
+        let open = || {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            StateMachine::open(&db, &snap_dir, tx, Arc::new(watch::channel(0).0)).unwrap()
+        };
+        let sm = open();
+        let moved = sm.snapshots.read().unwrap().unwrap();
+        assert_eq!(moved.meta, b"{\"m\":1}");
+        assert_eq!(moved.data, b"the data");
+        assert!(!db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"raft_snapshot"));
+        // Opening again changes nothing.
+        drop(sm);
+        assert_eq!(open().snapshots.read().unwrap().unwrap(), moved);
+    }
 
     #[test]
     fn snapshots_detect_any_flipped_byte_and_truncation() {
