@@ -2,22 +2,28 @@
 
 use std::fmt;
 
+use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aes_gcm::{AesGcm, Nonce, Tag};
 use zeroize::Zeroizing;
 
 use super::{CryptoError, SecretKey, GCM_IV_LEN, GCM_TAG_LEN};
 
+/// AES-256-GCM over the encryption-only AES key schedule: GCM never runs the block cipher's
+/// decryption, so the inverse round keys (a third of `aes_gcm::Aes256Gcm`'s 624 bytes) would
+/// only cost memory in every cached key version.
+type Aes256GcmEnc = AesGcm<aes::Aes256Enc, U12>;
+
 /// A prepared AES-256-GCM cipher: the key schedule is computed once; `Send + Sync`, so one
 /// instance can be shared across threads behind an `Arc`.
 pub struct GcmKey {
-    cipher: Aes256Gcm,
+    cipher: Aes256GcmEnc,
 }
 
 impl GcmKey {
     /// Expands `key` into an AES-256-GCM cipher.
     pub fn new(key: &SecretKey) -> Self {
-        let cipher = Aes256Gcm::new(key.expose().into());
+        let cipher = Aes256GcmEnc::new(key.expose().into());
         Self { cipher }
     }
 
@@ -86,6 +92,11 @@ mod tests {
 
     fn key(byte: u8) -> GcmKey {
         GcmKey::new(&SecretKey::from_bytes([byte; 32]))
+    }
+
+    #[test]
+    fn a_prepared_key_holds_no_decryption_schedule() {
+        assert!(std::mem::size_of::<GcmKey>() < std::mem::size_of::<aes_gcm::Aes256Gcm>());
     }
 
     #[test]
