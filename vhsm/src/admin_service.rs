@@ -57,11 +57,8 @@ fn convert_invalid(field: &'static str) -> Status {
 }
 
 fn key_response(v: &Vhsm, r: Result<vhsm_core::KeyInfo, Error>) -> Result<KeyResponse, Status> {
-    r.map(|k| {
-        let usage = v.invocation_use(&k.key_id).ok();
-        KeyResponse {
-            key: Some(convert::key_info_with_use(k, usage)),
-        }
+    r.map(|k| KeyResponse {
+        key: Some(convert::key_message(v, k)),
     })
     .map_err(err)
 }
@@ -497,10 +494,7 @@ impl Admin for AdminService {
                 Ok(ListKeysResponse {
                     keys: keys
                         .into_iter()
-                        .map(|k| {
-                            let usage = v.invocation_use(&k.key_id).ok();
-                            convert::key_info_with_use(k, usage)
-                        })
+                        .map(|k| convert::key_message(v, k))
                         .collect(),
                 })
             })

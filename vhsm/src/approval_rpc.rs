@@ -140,10 +140,7 @@ pub fn decide(
         )
         .map_err(err)?;
     let executed = decided.proposal.state == ProposalState::Executed;
-    let key = decided.key.map(|k| {
-        let usage = v.invocation_use(&k.key_id).ok();
-        convert::key_info_with_use(k, usage)
-    });
+    let key = decided.key.map(|k| convert::key_message(v, k));
     let response = DecideProposalResponse {
         proposal: Some(proposal_message(&decided.proposal)?),
         executed,

@@ -88,8 +88,10 @@ pub fn key_info(k: KeyInfo) -> v1::KeyInfo {
     }
 }
 
-/// `key_info` with the AES-GCM use of the key's current version (when the cache has it).
-pub fn key_info_with_use(k: KeyInfo, usage: Option<vhsm_core::InvocationUse>) -> v1::KeyInfo {
+/// A key as answered: `key_info` with the AES-GCM use of its current version, read from
+/// `v`'s key cache (absent while the cache does not have it, e.g. sealed).
+pub fn key_message(v: &vhsm_core::Vhsm, k: KeyInfo) -> v1::KeyInfo {
+    let usage = v.invocation_use(&k.key_id).ok();
     let mut w = key_info(k);
     if let Some(u) = usage {
         w.encryptions_reserved = u.reserved_total;

@@ -142,14 +142,11 @@ impl Vhsm {
     /// True if `class` needs approval under the policy in force. While sealed, a store that
     /// holds a policy answers `Sealed` (its rules cannot be read), one without answers false.
     pub fn approval_needed(&self, class: OperationClass) -> Result<bool, Error> {
-        let inner = self.lock()?;
-        if Self::require_unsealed(&inner).is_err() {
-            return match self.storage.get(Tree::Meta, POLICY_KEY)? {
-                Some(_) => Err(Error::Sealed),
-                None => Ok(false),
-            };
+        match self.require_no_approval(class) {
+            Ok(()) => Ok(false),
+            Err(Error::ApprovalRequired { .. }) => Ok(true),
+            Err(e) => Err(e),
         }
-        Ok(self.load_policy(&inner)?.rule(class).is_some())
     }
 
     /// `Ok` when no rule guards `class`; [`Error::ApprovalRequired`] when one does (the
