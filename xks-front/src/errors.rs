@@ -97,6 +97,79 @@ impl XksError {
         Self::new(ErrorName::Validation, message)
     }
 
+    // The fixed answers of the request pipeline (router), named once.
+
+    /// InvalidUriPath: the request URI is longer than the limit.
+    pub const URI_TOO_LONG: XksError = XksError::new(ErrorName::InvalidUriPath, "URI too long");
+
+    /// InvalidUriPath: no key store or XKS operation at this path.
+    pub const UNKNOWN_PATH: XksError = XksError::new(ErrorName::InvalidUriPath, "unknown URI path");
+
+    /// MethodNotAllowed: an API path called with another method.
+    pub const NOT_POST: XksError = XksError::new(ErrorName::MethodNotAllowed, "use POST");
+
+    /// UnsupportedOperation: the body is above `limits.max_body_bytes`.
+    pub const BODY_TOO_LARGE: XksError =
+        XksError::new(ErrorName::UnsupportedOperation, "request body too large");
+
+    /// Throttling: this client has too many requests not yet SigV4-verified.
+    pub const UNAUTHENTICATED_FLOOD: XksError = XksError::new(
+        ErrorName::Throttling,
+        "too many unauthenticated requests from this client",
+    );
+
+    /// Validation: the body did not arrive within the body timeout.
+    pub const BODY_TIMEOUT: XksError =
+        XksError::new(ErrorName::Validation, "request body not received in time");
+
+    /// Validation: the client stopped sending the body.
+    pub const BODY_INCOMPLETE: XksError =
+        XksError::new(ErrorName::Validation, "request body incomplete");
+
+    /// AuthenticationFailed: SigV4 verification failed (the reason is logged, never answered).
+    pub const BAD_SIGNATURE: XksError = XksError::new(
+        ErrorName::AuthenticationFailed,
+        "request signature verification failed",
+    );
+
+    /// Throttling: `limits.max_in_flight` authenticated requests are being served.
+    pub const TOO_MANY_IN_FLIGHT: XksError =
+        XksError::new(ErrorName::Throttling, "too many requests in flight");
+
+    /// Throttling: the key store's `rate_limit_per_sec` / `burst`.
+    pub const KEY_STORE_RATE: XksError =
+        XksError::new(ErrorName::Throttling, "key store request rate exceeded");
+
+    /// Validation: the request is not `application/json`.
+    pub const NOT_JSON: XksError = XksError::new(
+        ErrorName::Validation,
+        "Content-Type must be application/json",
+    );
+
+    /// Internal: the answer could not be serialized.
+    pub const ENCODING_FAILED: XksError =
+        XksError::new(ErrorName::Internal, "response encoding failed");
+
+    /// KeyNotFound: the key is not in this key store's allow-list, or vhsm does not have it.
+    pub const KEY_NOT_FOUND: XksError =
+        XksError::new(ErrorName::KeyNotFound, "external key not found");
+
+    /// AccessDenied: a `[[keystore.rule]]` denied the request.
+    pub const DENIED_BY_POLICY: XksError = XksError::new(
+        ErrorName::AccessDenied,
+        "request denied by secondary authorization",
+    );
+
+    /// Internal: vhsm answered with wrong IV, tag, metadata or ciphertext sizes.
+    pub const BAD_KEY_MANAGER_OUTPUT: XksError = XksError::new(
+        ErrorName::Internal,
+        "key manager returned a malformed result",
+    );
+
+    /// Internal: the CDIV recomputed here differs from vhsm's.
+    pub const INTEGRITY_MISMATCH: XksError =
+        XksError::new(ErrorName::Internal, "integrity value mismatch");
+
     /// Maps a vhsm failure to the XKS error KMS sees (the vhsm edge of the one table).
     pub fn from_vhsm(err: &VhsmError) -> Self {
         match err {

@@ -179,12 +179,6 @@ async fn run(
     let tls_setup = match tls {
         Some(server_config) => Some(TlsSetup {
             acceptor: tokio_rustls::TlsAcceptor::from(server_config),
-            client_subjects: cfg
-                .tls
-                .as_ref()
-                .map(|t| t.client_subjects.clone())
-                .unwrap_or_default()
-                .into(),
         }),
         None => {
             tracing::warn!(

@@ -21,7 +21,7 @@ use crate::body::{self, BodyError};
 use crate::cdiv;
 use crate::conn::ConnInfo;
 use crate::drain;
-use crate::errors::{ErrorName, XksError};
+use crate::errors::XksError;
 use crate::health::{health_response, HealthCache};
 use crate::key_manager::{DecryptInput, KeyManager, KeyState, VhsmError};
 use crate::keystores::{KeyStore, KeyStores, Registry};
@@ -124,6 +124,8 @@ async fn ping() -> &'static str {
 struct Ctx {
     op: Option<Operation>,
     store: Option<String>,
+    /// The credential whose signature verified (shows which one KMS uses during a rotation).
+    access_key_id: Option<String>,
     key_id: Option<String>,
     kms_request_id: Option<String>,
     kms_operation: Option<String>,
@@ -170,6 +172,7 @@ async fn api(State(st): State<AppState>, req: Request) -> Response {
         kms_request_id = ctx.kms_request_id.as_deref().unwrap_or("-"),
         kms_operation = ctx.kms_operation.as_deref().unwrap_or("-"),
         key_store = ctx.store.as_deref().unwrap_or("-"),
+        access_key_id = ctx.access_key_id.as_deref().unwrap_or("-"),
         key_id = ctx.key_id.as_deref().unwrap_or("-"),
         xks_operation = op,
         status = resp.status().as_u16(),
@@ -226,25 +229,22 @@ fn route<'a>(
 ) -> Result<(&'a KeyStore, ApiPath<'a>), XksError> {
     let target_len = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if target_len > api::MAX_URI {
-        return Err(XksError::new(ErrorName::InvalidUriPath, "URI too long"));
+        return Err(XksError::URI_TOO_LONG);
     }
     let (store, rest) = stores
         .route(parts.uri.path())
-        .ok_or(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))?;
+        .ok_or(XksError::UNKNOWN_PATH)?;
     ctx.store = Some(store.name.clone());
-    let api_path = api::parse_path(rest)
-        .ok_or(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))?;
+    let api_path = api::parse_path(rest).ok_or(XksError::UNKNOWN_PATH)?;
     ctx.op = Some(api_path.operation());
     if let ApiPath::Key { key_id, .. } = &api_path {
         ctx.key_id = Some((*key_id).to_string());
     }
     if parts.method != Method::POST {
-        return Err(XksError::new(ErrorName::MethodNotAllowed, "use POST"));
+        return Err(XksError::NOT_POST);
     }
     Ok((store, api_path))
 }
-
-const TOO_BIG: XksError = XksError::new(ErrorName::UnsupportedOperation, "request body too large");
 
 async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, XksError> {
     let (parts, body) = req.into_parts();
@@ -253,10 +253,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
     // 1. Unauthenticated budget of this connection and peer: fail fast, never queue.
     let Ok(preauth) = st.preauth.enter(conn) else {
         drain::drain(body, api::MAX_BODY, THROTTLED_DRAIN_WAIT).await;
-        return Err(XksError::new(
-            ErrorName::Throttling,
-            "too many unauthenticated requests from this client",
-        ));
+        return Err(XksError::UNAUTHENTICATED_FLOOD);
     };
 
     // 2. Route by key-store prefix, then the XKS path.
@@ -277,7 +274,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_drain_bytes as u64) {
         st.metrics.hit(Limit::BodyTooLargeReset);
-        return Err(TOO_BIG);
+        return Err(XksError::BODY_TOO_LARGE);
     }
     // Zeroized when the request is done (it holds the plaintext of an Encrypt).
     let body: Zeroizing<Vec<u8>> = match body::read_bounded(
@@ -291,7 +288,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         Ok(b) => b,
         Err(BodyError::Timeout) => {
             st.metrics.hit(Limit::BodyTimeout);
-            return Err(XksError::validation("request body not received in time"));
+            return Err(XksError::BODY_TIMEOUT);
         }
         Err(BodyError::TooLarge { drained }) => {
             st.metrics.hit(if drained {
@@ -299,10 +296,10 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
             } else {
                 Limit::BodyTooLargeReset
             });
-            return Err(TOO_BIG);
+            return Err(XksError::BODY_TOO_LARGE);
         }
         Err(BodyError::Failed) => {
-            return Err(XksError::validation("request body incomplete"));
+            return Err(XksError::BODY_INCOMPLETE);
         }
     };
 
@@ -321,12 +318,12 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
     };
     let verified = store.verify(&signed, &params);
     drop(preauth);
-    if let Err(e) = verified {
-        tracing::warn!(key_store = %store.name, reason = %e, "SigV4 verification failed");
-        return Err(XksError::new(
-            ErrorName::AuthenticationFailed,
-            "request signature verification failed",
-        ));
+    match verified {
+        Ok(who) => ctx.access_key_id = Some(who.access_key_id),
+        Err(e) => {
+            tracing::warn!(key_store = %store.name, reason = %e, "SigV4 verification failed");
+            return Err(XksError::BAD_SIGNATURE);
+        }
     }
     if let Some(ConnInfo(c)) = conn {
         c.mark_authenticated();
@@ -335,10 +332,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
     // 5. Global concurrency gate, for authenticated requests only: fail fast, never queue.
     let Ok(_permit) = st.in_flight.clone().try_acquire_owned() else {
         st.metrics.hit(Limit::MaxConcurrency);
-        return Err(XksError::new(
-            ErrorName::Throttling,
-            "too many requests in flight",
-        ));
+        return Err(XksError::TOO_MANY_IN_FLIGHT);
     };
 
     // 6. Per-key-store rate limit.
@@ -347,25 +341,19 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         .limiter
         .try_acquire(&store.name, rate, burst, Instant::now())
     {
-        return Err(XksError::new(
-            ErrorName::Throttling,
-            "key store request rate exceeded",
-        ));
+        return Err(XksError::KEY_STORE_RATE);
     }
 
     // 7. Parse, check sizes, allow-list, secondary authorization, call vhsm.
     if !is_json(&parts.headers) {
-        return Err(XksError::validation(
-            "Content-Type must be application/json",
-        ));
+        return Err(XksError::NOT_JSON);
     }
     match api_path {
         ApiPath::Health => {
             let r = api::parse_metadata_only(&body, Operation::GetHealthStatus)?;
             ctx.note_meta(&r.meta);
             let h = health_response(&st.health, st.settings.fleet_size, Instant::now());
-            let body = serde_json::to_vec(&h)
-                .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))?;
+            let body = serde_json::to_vec(&h).map_err(|_| XksError::ENCODING_FAILED)?;
             Ok(json_response(body))
         }
         ApiPath::Key { key_id, op } => {
@@ -389,9 +377,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
                     admit(store, key_id, op, &r.meta)?;
                     decrypt(st, key_id, &r, deadline(), ctx).await
                 }
-                Operation::GetHealthStatus => {
-                    Err(XksError::new(ErrorName::InvalidUriPath, "unknown URI path"))
-                }
+                Operation::GetHealthStatus => Err(XksError::UNKNOWN_PATH),
             }
         }
     }
@@ -405,10 +391,7 @@ fn admit(
     meta: &RequestMetadata,
 ) -> Result<(), XksError> {
     if !store.allows_key(key_id) {
-        return Err(XksError::new(
-            ErrorName::KeyNotFound,
-            "external key not found",
-        ));
+        return Err(XksError::KEY_NOT_FOUND);
     }
     let req = AuthzRequest {
         key_id,
@@ -429,10 +412,7 @@ fn admit(
                 rule = rule.as_deref().unwrap_or("default-deny"),
                 "secondary authorization denied the request"
             );
-            Err(XksError::new(
-                ErrorName::AccessDenied,
-                "request denied by secondary authorization",
-            ))
+            Err(XksError::DENIED_BY_POLICY)
         }
     }
 }
@@ -449,10 +429,7 @@ async fn key_metadata(
     ctx.node = Some(served.node);
     let m = served.value;
     if m.state == KeyState::Destroyed {
-        return Err(XksError::new(
-            ErrorName::KeyNotFound,
-            "external key not found",
-        ));
+        return Err(XksError::KEY_NOT_FOUND);
     }
     let mut usage = Vec::with_capacity(2);
     if m.encrypt {
@@ -472,28 +449,7 @@ async fn key_metadata(
     };
     serde_json::to_vec(&body)
         .map(json_response)
-        .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))
-}
-
-/// Constant-time equality of two byte strings (their lengths are public): XOR-OR over 64-bit
-/// words without data-dependent branches, then one `subtle` comparison of the accumulator.
-fn ct_eq_bytes(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut acc = 0u64;
-    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = wa.remainder().iter().zip(wb.remainder());
-    for (x, y) in wa.zip(wb) {
-        let (mut u, mut v) = ([0u8; 8], [0u8; 8]);
-        u.copy_from_slice(x);
-        v.copy_from_slice(y);
-        acc |= u64::from_ne_bytes(u) ^ u64::from_ne_bytes(v);
-    }
-    for (x, y) in tail {
-        acc |= u64::from(x ^ y);
-    }
-    bool::from(acc.ct_eq(&0))
+        .map_err(|_| XksError::ENCODING_FAILED)
 }
 
 /// Bounds a key-manager call by the request deadline even if the implementation does not.
@@ -507,11 +463,6 @@ async fn within<T>(
         Err(_) => Err(XksError::from_vhsm(&VhsmError::Timeout)),
     }
 }
-
-const BAD_OUTPUT: XksError = XksError::new(
-    ErrorName::Internal,
-    "key manager returned a malformed result",
-);
 
 async fn encrypt(
     st: &Inner,
@@ -534,18 +485,15 @@ async fn encrypt(
         || out.metadata.len() > api::MAX_METADATA
         || out.ciphertext.len() != r.plaintext.len()
     {
-        return Err(BAD_OUTPUT);
+        return Err(XksError::BAD_KEY_MANAGER_OUTPUT);
     }
     let integrity = if r.want_cdiv {
         // vhsm computed the CDIV right after encrypting and self-checked the result; recompute
         // it over exactly what we return, so any change on the way here is caught too.
         let value = cdiv::digest(&r.aad, &out.metadata, &out.iv, &out.ciphertext, &out.tag);
-        if !ct_eq_bytes(&value, &out.integrity_value) {
+        if !bool::from(value.as_slice().ct_eq(out.integrity_value.as_slice())) {
             tracing::error!(key_id = %log_safe(key_id), "integrity value mismatch");
-            return Err(XksError::new(
-                ErrorName::Internal,
-                "integrity value mismatch",
-            ));
+            return Err(XksError::INTEGRITY_MISMATCH);
         }
         Some(api::encode(&value))
     } else {
@@ -560,7 +508,7 @@ async fn encrypt(
     };
     serde_json::to_vec(&body)
         .map(json_response)
-        .map_err(|_| XksError::new(ErrorName::Internal, "response encoding failed"))
+        .map_err(|_| XksError::ENCODING_FAILED)
 }
 
 async fn decrypt(
@@ -588,19 +536,6 @@ async fn decrypt(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ct_eq_bytes_finds_any_difference() {
-        let a: Vec<u8> = (0..=255u8).cycle().take(4301).collect();
-        assert!(ct_eq_bytes(&a, &a.clone()));
-        assert!(ct_eq_bytes(b"", b""));
-        for i in [0, 7, 8, 4295, 4300] {
-            let mut b = a.clone();
-            b[i] ^= 0x80;
-            assert!(!ct_eq_bytes(&a, &b), "difference at {i} missed");
-        }
-        assert!(!ct_eq_bytes(&a, &a[..4300]));
-    }
 
     #[test]
     fn log_safe_strips_control_characters_and_caps_length() {

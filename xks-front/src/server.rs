@@ -33,20 +33,18 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 send buffer per stream (XKS answers are a few KiB).
 const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
-/// TLS for the listener: the acceptor and, for mTLS, the allowed client subject CNs.
+/// TLS for the listener. The mTLS checks (chain to the CA, subject CN in
+/// `tls.client_subjects`) run inside the handshake, in the acceptor's verifier
+/// (`tls::server_config`).
 #[derive(Clone)]
 pub struct TlsSetup {
     /// The rustls acceptor.
     pub acceptor: TlsAcceptor,
-    /// Empty = no subject check (no mTLS).
-    pub client_subjects: Arc<[String]>,
 }
 
 impl std::fmt::Debug for TlsSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsSetup")
-            .field("client_subjects", &self.client_subjects)
-            .finish_non_exhaustive()
+        f.debug_struct("TlsSetup").finish_non_exhaustive()
     }
 }
 
@@ -199,19 +197,6 @@ async fn handle(tcp: TcpStream, peer: SocketAddr, sh: &Shared, shutdown: watch::
             return;
         }
     };
-    if !t.client_subjects.is_empty() {
-        let leaf = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec());
-        let ok = leaf.is_some_and(|l| crate::tls::subject_allowed(&l, &t.client_subjects));
-        if !ok {
-            tracing::warn!(%peer, "client certificate subject not allowed; closing");
-            return;
-        }
-    }
     serve_conn(stream, peer, sh, shutdown).await;
 }
 

@@ -202,7 +202,7 @@ impl ClientCertVerifier for KmsClientVerifier {
 }
 
 /// True when the leaf certificate's subject has a CN in `allowed`.
-pub fn subject_allowed(leaf: &[u8], allowed: &[String]) -> bool {
+fn subject_allowed(leaf: &[u8], allowed: &[String]) -> bool {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf) else {
         return false;
     };

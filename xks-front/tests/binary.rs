@@ -231,6 +231,11 @@ fn serves_reloads_and_shuts_down() {
     );
     let access = run.wait_for("xks request");
     assert!(access.contains("\"kms_request_id\":\"r-1\""), "{access}");
+    // The credential that signed it, so an operator can tell when a rotation is complete.
+    assert!(
+        access.contains(&format!("\"access_key_id\":\"{AKID}\"")),
+        "{access}"
+    );
     assert!(
         access.contains("\"xks_operation\":\"GetHealthStatus\""),
         "{access}"

@@ -225,7 +225,6 @@ async fn a_stalled_tls_handshake_is_dropped_after_its_timeout() {
     };
     let setup = TlsSetup {
         acceptor: tokio_rustls::TlsAcceptor::from(xks_front::tls::server_config(&tls).unwrap()),
-        client_subjects: Arc::from(Vec::<String>::new()),
     };
     let s = start(short_limits(), Some(setup)).await;
     let mut c = TcpStream::connect(s.addr).await.unwrap();

@@ -91,7 +91,6 @@ async fn start(mtls: bool) -> Server {
     };
     let setup = TlsSetup {
         acceptor: tokio_rustls::TlsAcceptor::from(xks_front::tls::server_config(&tls).unwrap()),
-        client_subjects: tls.client_subjects.clone().into(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
