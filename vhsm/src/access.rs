@@ -270,16 +270,7 @@ impl Method {
 
     /// Calls that run Argon2id (or other long CPU work) and so go to the blocking pool.
     pub fn is_cpu_heavy(self) -> bool {
-        matches!(
-            self,
-            Method::Init
-                | Method::Unseal
-                | Method::Rekey
-                | Method::RekeyStage
-                | Method::RekeyCommit
-                | Method::RestoreBackup
-                | Method::CreateBackup
-        )
+        self.unseals() || self == Method::CreateBackup
     }
 }
 
