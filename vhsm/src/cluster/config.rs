@@ -196,6 +196,7 @@ impl ClusterConfig {
     pub fn kill_switch_wait(&self) -> Duration {
         self.kill_switch_wait_ms
             .map_or_else(|| self.lease_bound(), Duration::from_millis)
+            // Validation already refuses a lower value; the bound holds even without it.
             .max(self.lease_bound())
     }
 

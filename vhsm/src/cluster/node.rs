@@ -128,9 +128,8 @@ fn json<T: serde::Serialize>(v: &T) -> Result<RaftMessage, String> {
 
 impl ClusterNode {
     /// Opens the log and state machine in `db` (the snapshot in `snapshot_dir`), starts Raft,
-    /// and (with `bootstrap`, on a node
-    /// that never joined a cluster) forms a one-member cluster. Returns the node and the
-    /// stream of applied changes for the core's reload task.
+    /// and (with `bootstrap`, on a node that never joined a cluster) forms a one-member
+    /// cluster. Returns the node and the stream of applied changes for the core's reload task.
     pub async fn start(
         db: &sled::Db,
         snapshot_dir: &std::path::Path,

@@ -103,11 +103,15 @@ impl SnapshotFile {
             .ok()
             .filter(|n| *n <= rest.len())
             .ok_or_else(|| corrupt("meta length out of range"))?;
-        let (meta, data) = rest.split_at(meta_len);
-        Ok(Some(StoredSnapshot {
-            meta: meta.to_vec(),
-            data: data.to_vec(),
-        }))
+        // The data stays in the buffer it was read into (a snapshot can be tens of MiB): the
+        // hash is cut off the end and the header drained off the front.
+        let meta_start = MAGIC.len() + 8;
+        let data_start = meta_start + meta_len;
+        let meta = bytes[meta_start..data_start].to_vec();
+        let mut data = bytes;
+        data.truncate(body_len);
+        data.drain(..data_start);
+        Ok(Some(StoredSnapshot { meta, data }))
     }
 
     /// Replaces the stored snapshot with `meta` and `data`, durably, before it returns.
