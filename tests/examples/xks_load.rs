@@ -11,7 +11,8 @@
 //! --aad-bytes 1024"` passes other `xks load` flags. `XKS_LOAD_UDS=1` links xks-front to vhsmd
 //! over vhsmd's `[unix]` socket instead of loopback TCP + mTLS. `XKS_LOAD_NODES=3` runs a
 //! three-node cluster (xks-front still sends to the first node, so the figures are that node's
-//! hot path inside a cluster).
+//! hot path inside a cluster). `XKS_LOAD_ADMIN=/path/to/vhsm-admin` runs another build's load
+//! generator against the same appliance.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -62,7 +63,11 @@ fn main() -> anyhow::Result<()> {
 
     let vhsmd_pid = app.nodes[0].pid().unwrap_or(0);
     let front_pid = front.pid().unwrap_or(0);
-    let mut cmd = Command::new(bin_path("vhsm-admin"));
+    // XKS_LOAD_ADMIN: another build's vhsm-admin, to compare load generators on one appliance.
+    let admin = std::env::var_os("XKS_LOAD_ADMIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| bin_path("vhsm-admin"));
+    let mut cmd = Command::new(admin);
     cmd.args(["xks", "load", "--url"])
         .arg(format!("https://xks.localhost:{}", front.addr.port()))
         .arg("--connect-to")
@@ -118,6 +123,13 @@ fn main() -> anyhow::Result<()> {
         "latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
         lat["p50"], lat["p90"], lat["p99"], lat["p99_9"], lat["max"]
     );
+    let lag = &json["send_lag_us"];
+    if lag.is_object() {
+        println!(
+            "send lag us (scheduled -> sent): p50 {} p99 {} max {}; late sends {}",
+            lag["p50"], lag["p99"], lag["max"], json["late_sends"]
+        );
+    }
     println!(
         "server CPU per request us: xks-front {front_cpu:.1} + vhsmd {vhsmd_cpu:.1} = {:.1}; load generator {:.1}",
         front_cpu + vhsmd_cpu,

@@ -56,11 +56,18 @@ pub async fn run(args: &XksLoadArgs) -> CliResult<()> {
     let (stop_progress, stop_rx) = tokio::sync::oneshot::channel();
     let progress_task = progress::spawn(shared.progress.clone(), start, measure_from, stop_rx);
 
+    let mut schedules: Vec<Option<Schedule>> = match args.rate {
+        Some(r) => schedule::pace(start, r, args.connections, plan.end)
+            .map_err(|e| CliError::usage(format!("cannot start the pacer thread: {e}")))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => Vec::new(),
+    };
     let mut tasks = JoinSet::new();
     for w in workers {
-        let schedule = args
-            .rate
-            .map(|r| Schedule::open(start, r, args.connections, w.index()));
+        let i = usize::try_from(w.index()).unwrap_or(usize::MAX);
+        let schedule = schedules.get_mut(i).and_then(Option::take);
         tasks.spawn(w.run(plan, schedule));
     }
     let mut total = Stats::new();

@@ -65,6 +65,9 @@ pub struct Report {
     pub over_250ms: u64,
     /// Open loop: sends more than 1 ms behind schedule.
     pub late_sends: u64,
+    /// Open loop: how far behind its schedule each send left, µs (the generator's own
+    /// lateness plus any wait for the connection's previous answer); absent in a closed loop.
+    pub send_lag_us: Option<Percentiles>,
     /// CPU µs per counted request: "self" (this tool) and each --cpu-pid.
     pub cpu_us_per_request: BTreeMap<String, f64>,
 }
@@ -85,6 +88,7 @@ impl Report {
             .filter(|_| requests > 0)
             .map(|(k, v)| (k, round1(v as f64 / requests as f64)))
             .collect();
+        let send_lag_us = run.target_rate.map(|_| stats.send_lag());
         Report {
             tool: "vhsm-admin xks load",
             run,
@@ -116,6 +120,7 @@ impl Report {
                 .collect(),
             over_250ms: stats.over_budget,
             late_sends: stats.late,
+            send_lag_us,
             cpu_us_per_request,
         }
     }
@@ -150,6 +155,14 @@ impl Report {
             ms(l.max),
             self.over_250ms
         ));
+        if let Some(g) = &self.send_lag_us {
+            out.push_str(&format!(
+                "send lag ms (scheduled → sent): p50 {:.3}  p99 {:.3}  max {:.3}\n",
+                ms(g.p50),
+                ms(g.p99),
+                ms(g.max)
+            ));
+        }
         let list = |m: &BTreeMap<String, u64>| {
             m.iter()
                 .map(|(k, v)| format!("{k} {v}"))
@@ -203,13 +216,18 @@ mod tests {
     fn the_json_line_carries_counts_rates_and_percentiles() {
         let mut s = Stats::new();
         for _ in 0..30 {
-            s.answered(200, &Outcome::Ok, Duration::from_micros(400), false);
+            s.answered(
+                200,
+                &Outcome::Ok,
+                Duration::from_micros(400),
+                Duration::ZERO,
+            );
         }
         let auth = Outcome::Error {
             status: 401,
             name: "AuthenticationFailedException".into(),
         };
-        s.answered(401, &auth, Duration::from_micros(400), false);
+        s.answered(401, &auth, Duration::from_micros(400), Duration::ZERO);
         let run = RunInfo {
             endpoint: "https://h:1".into(),
             uri_prefix: "/example".into(),
@@ -235,10 +253,57 @@ mod tests {
         assert_eq!(v["by_error_name"]["AuthenticationFailedException"], 1);
         assert_eq!(v["cpu_us_per_request"]["self"], 100.0);
         assert!(v["latency_us"]["p99_9"].as_u64().unwrap() >= 399);
+        assert!(v["send_lag_us"].is_null(), "a closed loop has no schedule");
         assert!(v["target_rate"].is_null());
         let text = r.summary();
         assert!(
             text.contains("by errorName: AuthenticationFailedException 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_open_loop_reports_how_far_its_sends_lagged() {
+        let mut s = Stats::new();
+        for i in 0..100u64 {
+            s.answered(
+                200,
+                &Outcome::Ok,
+                Duration::from_micros(500),
+                Duration::from_micros(10 + i),
+            );
+        }
+        s.answered(
+            200,
+            &Outcome::Ok,
+            Duration::from_millis(4),
+            Duration::from_millis(3),
+        );
+        let run = RunInfo {
+            endpoint: "https://h:1".into(),
+            uri_prefix: String::new(),
+            op: "encrypt",
+            mode: "open",
+            connections: 1,
+            target_rate: Some(100.0),
+            duration_s: 1.0,
+            warmup_s: 0.0,
+            payload_bytes: 32,
+            aad_bytes: 0,
+        };
+        let r = Report::new(run, &s, 1.0, BTreeMap::new());
+        let lag = r.send_lag_us.unwrap();
+        assert_eq!(lag.p50, 60);
+        // Within hdrhistogram's 3 significant digits.
+        assert!((3000..=3003).contains(&lag.max), "{lag:?}");
+        assert_eq!(r.late_sends, 1);
+        let text = r.summary();
+        assert!(
+            text.contains("send lag ms (scheduled → sent): p50 0.060"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 sends left more than 1 ms behind"),
             "{text}"
         );
     }

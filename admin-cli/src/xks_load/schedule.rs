@@ -1,9 +1,14 @@
 //! When each connection of `xks load` sends: closed loop (the next request as soon as the
 //! previous answer arrived) or open loop (a fixed schedule; latency counts from the scheduled
 //! send, so a slow answer that delays the next send shows up as queueing, not as a gap).
+//!
+//! The open loop is paced by a thread of its own ([`pace`]): tokio's timer rounds every
+//! deadline up to the next millisecond, which would add up to 1 ms of the generator's own
+//! lateness to every latency measured from the schedule.
 
 use std::time::Duration;
 
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// The phases of a run.
@@ -15,11 +20,19 @@ pub struct Plan {
     pub end: Instant,
 }
 
-/// The open-loop send times of one connection: every `interval`, from its offset on.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    next: Instant,
-    interval: Duration,
+/// The open-loop send times of one connection.
+#[derive(Debug)]
+pub enum Schedule {
+    /// Every `interval` from `next` on, waited for on tokio's (millisecond) timer; the tests
+    /// use it under tokio's paused clock.
+    Ticks {
+        /// The next send time.
+        next: Instant,
+        /// Time between two sends.
+        interval: Duration,
+    },
+    /// Each send time as the pacer thread reaches it (see [`pace`]).
+    Paced(mpsc::UnboundedReceiver<Instant>),
 }
 
 impl Schedule {
@@ -28,18 +41,75 @@ impl Schedule {
     pub fn open(start: Instant, rate: f64, connections: u32, index: u32) -> Self {
         let interval = Duration::from_secs_f64(f64::from(connections) / rate);
         let offset = interval.mul_f64(f64::from(index) / f64::from(connections));
-        Schedule {
+        Schedule::Ticks {
             next: start + offset,
             interval,
         }
     }
 
-    /// The next scheduled send time (and advance).
-    pub fn take(&mut self) -> Instant {
-        let t = self.next;
-        self.next += self.interval;
-        t
+    /// Waits for the next send time and returns it; `None` once the schedule reaches `end`.
+    pub async fn next(&mut self, end: Instant) -> Option<Instant> {
+        match self {
+            Schedule::Ticks { next, interval } => {
+                let t = *next;
+                *next += *interval;
+                if t >= end {
+                    return None;
+                }
+                tokio::time::sleep_until(t).await;
+                Some(t)
+            }
+            Schedule::Paced(rx) => rx.recv().await,
+        }
     }
+}
+
+/// The send time of request `k` of a run at `rate` requests/s in total from `start` (computed
+/// from the start each time, so rounding never accumulates).
+fn nth_send(start: Instant, rate: f64, k: u64) -> Instant {
+    // A run's request count is far below 2^52, so `k as f64` is exact.
+    #[allow(clippy::cast_precision_loss)]
+    let at = Duration::from_secs_f64(k as f64 / rate);
+    start + at
+}
+
+/// Starts the pacer thread for an open loop of `rate` requests/s shared by `connections` from
+/// `start` to `end`, and returns each connection's [`Schedule`]. Request `k` goes to connection
+/// `k % connections` at `start + k / rate` (the same staggering as [`Schedule::open`]); the
+/// thread sleeps with the kernel's high-resolution timer. A connection still busy with its
+/// previous request finds the send time queued, and the wait counts in its latency.
+pub fn pace(
+    start: Instant,
+    rate: f64,
+    connections: u32,
+    end: Instant,
+) -> std::io::Result<Vec<Schedule>> {
+    let (senders, schedules): (Vec<_>, Vec<_>) = (0..connections)
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (tx, Schedule::Paced(rx))
+        })
+        .unzip();
+    std::thread::Builder::new()
+        .name("xks-load-pacer".into())
+        .spawn(move || {
+            let mut k = 0u64;
+            loop {
+                let t = nth_send(start, rate, k);
+                if t >= end {
+                    break;
+                }
+                let wait = t.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                let to = usize::try_from(k % u64::from(connections)).unwrap_or(0);
+                // A connection that has stopped no longer listens; the others go on.
+                let _ = senders[to].send(t);
+                k += 1;
+            }
+        })?;
+    Ok(schedules)
 }
 
 /// The times of one request.
@@ -62,10 +132,15 @@ impl Timing {
         self.done.saturating_duration_since(self.scheduled)
     }
 
-    /// Whether the send left later than [`LATE`] after its schedule (the previous answer on the
-    /// connection was still outstanding, or this process was too busy).
+    /// How long after its schedule the send left (the previous answer on the connection was
+    /// still outstanding, or this process was late).
+    pub fn lag(&self) -> Duration {
+        self.sent.saturating_duration_since(self.scheduled)
+    }
+
+    /// Whether the send left later than [`LATE`] after its schedule.
     pub fn late(&self) -> bool {
-        self.sent.saturating_duration_since(self.scheduled) > LATE
+        self.lag() > LATE
     }
 }
 
@@ -88,14 +163,10 @@ pub async fn drive<S: Requester>(
     let mut seq = 0u64;
     loop {
         let scheduled = match schedule.as_mut() {
-            Some(s) => {
-                let t = s.take();
-                if t >= plan.end {
-                    break;
-                }
-                tokio::time::sleep_until(t).await;
-                t
-            }
+            Some(s) => match s.next(plan.end).await {
+                Some(t) => t,
+                None => break,
+            },
             None => {
                 let now = Instant::now();
                 if now >= plan.end {
@@ -197,15 +268,52 @@ mod tests {
             .all(|(t, _)| t.latency() == 3 * MS && t.sent == t.scheduled));
     }
 
+    /// The first `n` send times of a tick schedule, relative to `start`.
+    fn ticks(s: Schedule, start: Instant, n: usize) -> Vec<Duration> {
+        let Schedule::Ticks { next, interval } = s else {
+            panic!("not a tick schedule");
+        };
+        (0..n).map(|j| next + interval * j as u32 - start).collect()
+    }
+
     #[test]
     fn connections_are_staggered_over_one_interval() {
         let start = Instant::now();
-        let mut times: Vec<Duration> = (0..4)
-            .map(|i| Schedule::open(start, 1000.0, 4, i).take() - start)
+        let times: Vec<Duration> = (0..4)
+            .map(|i| ticks(Schedule::open(start, 1000.0, 4, i), start, 1)[0])
             .collect();
         assert_eq!(times, [Duration::ZERO, MS, 2 * MS, 3 * MS]);
-        let mut s = Schedule::open(start, 1000.0, 4, 1);
-        times = (0..3).map(|_| s.take() - start).collect();
-        assert_eq!(times, [MS, 5 * MS, 9 * MS]);
+        let s = Schedule::open(start, 1000.0, 4, 1);
+        assert_eq!(ticks(s, start, 3), [MS, 5 * MS, 9 * MS]);
+    }
+
+    #[tokio::test]
+    async fn the_pacer_deals_the_sends_round_the_connections_and_never_early() {
+        let start = Instant::now() + 2 * MS;
+        let end = start + 10 * MS;
+        // 2,000 req/s over 3 connections: a send every 0.5 ms, 20 in all before `end`.
+        let schedules = pace(start, 2000.0, 3, end).unwrap();
+        let mut all = Vec::new();
+        for (i, mut s) in schedules.into_iter().enumerate() {
+            let mut j = 0u32;
+            while let Some(t) = s.next(end).await {
+                assert!(
+                    Instant::now() >= t,
+                    "connection {i} woken before its send time"
+                );
+                let want = start + Duration::from_micros(500) * (i as u32 + 3 * j);
+                assert_eq!(t, want, "connection {i}, send {j}");
+                all.push(t);
+                j += 1;
+            }
+        }
+        all.sort();
+        assert_eq!(all.len(), 20);
+        assert!(all.iter().all(|t| *t < end));
+        // The same staggering as the tick schedule.
+        let tick: Vec<Duration> = (0..3)
+            .map(|i| ticks(Schedule::open(start, 2000.0, 3, i), start, 1)[0])
+            .collect();
+        assert_eq!(tick, [Duration::ZERO, Duration::from_micros(500), MS]);
     }
 }

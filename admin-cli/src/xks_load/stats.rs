@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::schedule::LATE;
 use super::verify::Outcome;
 
 /// KMS gives a proxy 250 ms per call.
@@ -15,6 +16,8 @@ pub const KMS_BUDGET: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 pub struct Stats {
     hist: Histogram<u64>,
+    /// Open loop: how long after its scheduled time each send left.
+    lag: Histogram<u64>,
     /// Answered requests by HTTP status.
     pub by_status: BTreeMap<u16, u64>,
     /// Error answers by `errorName`.
@@ -27,7 +30,7 @@ pub struct Stats {
     pub ok: u64,
     /// Requests over KMS's 250 ms budget (answered or not).
     pub over_budget: u64,
-    /// Open loop: sends that left more than 1 ms after their scheduled time.
+    /// Open loop: sends that left more than [`LATE`] after their scheduled time.
     pub late: u64,
 }
 
@@ -58,9 +61,8 @@ impl Stats {
     /// Empty counts; the histogram grows with the largest latency recorded.
     pub fn new() -> Self {
         Stats {
-            // INVARIANT: 3 significant digits is within hdrhistogram's 0..=5.
-            #[allow(clippy::expect_used)]
-            hist: Histogram::new(3).expect("3 significant digits is valid"),
+            hist: histogram(),
+            lag: histogram(),
             by_status: BTreeMap::new(),
             by_error_name: BTreeMap::new(),
             verify_failed: BTreeMap::new(),
@@ -72,7 +74,8 @@ impl Stats {
     }
 
     /// Counts one answered request.
-    pub fn answered(&mut self, status: u16, outcome: &Outcome, latency: Duration, late: bool) {
+    /// `lag` is how long after its scheduled time the request left (zero in a closed loop).
+    pub fn answered(&mut self, status: u16, outcome: &Outcome, latency: Duration, lag: Duration) {
         *self.by_status.entry(status).or_default() += 1;
         match outcome {
             Outcome::Ok => self.ok += 1,
@@ -81,27 +84,22 @@ impl Stats {
             }
             Outcome::VerifyFailed(what) => *self.verify_failed.entry(what).or_default() += 1,
         }
-        self.timing(latency, late);
+        self.timing(latency, lag);
     }
 
     /// Counts one request without an answer (its time still counts).
-    pub fn unanswered(&mut self, kind: &'static str, latency: Duration, late: bool) {
+    pub fn unanswered(&mut self, kind: &'static str, latency: Duration, lag: Duration) {
         *self.transport.entry(kind).or_default() += 1;
-        self.timing(latency, late);
+        self.timing(latency, lag);
     }
 
-    fn timing(&mut self, latency: Duration, late: bool) {
-        let us = u64::try_from(latency.as_micros())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        // The histogram grows to fit; should growing ever fail, count the value at its top.
-        if self.hist.record(us).is_err() {
-            self.hist.saturating_record(us);
-        }
+    fn timing(&mut self, latency: Duration, lag: Duration) {
+        record(&mut self.hist, latency);
+        record(&mut self.lag, lag);
         if latency > KMS_BUDGET {
             self.over_budget += 1;
         }
-        if late {
+        if lag > LATE {
             self.late += 1;
         }
     }
@@ -110,6 +108,7 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         // Both auto-resize, so adding cannot run out of range.
         let _ = self.hist.add(&other.hist);
+        let _ = self.lag.add(&other.lag);
         for (k, v) in &other.by_status {
             *self.by_status.entry(*k).or_default() += v;
         }
@@ -144,25 +143,49 @@ impl Stats {
 
     /// Latency percentiles (all zero when nothing was counted).
     pub fn percentiles(&self) -> Percentiles {
-        let h = &self.hist;
-        if h.is_empty() {
-            return Percentiles {
-                p50: 0,
-                p90: 0,
-                p99: 0,
-                p99_9: 0,
-                max: 0,
-                mean: 0.0,
-            };
-        }
-        Percentiles {
-            p50: h.value_at_quantile(0.50),
-            p90: h.value_at_quantile(0.90),
-            p99: h.value_at_quantile(0.99),
-            p99_9: h.value_at_quantile(0.999),
-            max: h.max(),
-            mean: h.mean(),
-        }
+        percentiles(&self.hist)
+    }
+
+    /// Percentiles of the send lag: how far behind its schedule each send left.
+    pub fn send_lag(&self) -> Percentiles {
+        percentiles(&self.lag)
+    }
+}
+
+/// An empty histogram of microseconds that grows with the largest value recorded.
+fn histogram() -> Histogram<u64> {
+    // INVARIANT: 3 significant digits is within hdrhistogram's 0..=5.
+    #[allow(clippy::expect_used)]
+    Histogram::new(3).expect("3 significant digits is valid")
+}
+
+/// Records `d` in µs (at least 1, hdrhistogram's lowest value).
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
+    // The histogram grows to fit; should growing ever fail, count the value at its top.
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    if h.is_empty() {
+        return Percentiles {
+            p50: 0,
+            p90: 0,
+            p99: 0,
+            p99_9: 0,
+            max: 0,
+            mean: 0.0,
+        };
+    }
+    Percentiles {
+        p50: h.value_at_quantile(0.50),
+        p90: h.value_at_quantile(0.90),
+        p99: h.value_at_quantile(0.99),
+        p99_9: h.value_at_quantile(0.999),
+        max: h.max(),
+        mean: h.mean(),
     }
 }
 
@@ -185,7 +208,7 @@ mod tests {
         let mut s = Stats::new();
         // 1..=10,000 µs, once each.
         for i in 1..=10_000 {
-            s.answered(200, &Outcome::Ok, us(i), false);
+            s.answered(200, &Outcome::Ok, us(i), Duration::ZERO);
         }
         let p = s.percentiles();
         assert!(close(p.p50, 5_000), "{p:?}");
@@ -201,10 +224,15 @@ mod tests {
     fn a_tail_shows_in_the_high_percentiles_only() {
         let mut s = Stats::new();
         for _ in 0..990 {
-            s.answered(200, &Outcome::Ok, us(100), false);
+            s.answered(200, &Outcome::Ok, us(100), Duration::ZERO);
         }
         for _ in 0..10 {
-            s.answered(200, &Outcome::Ok, Duration::from_millis(300), false);
+            s.answered(
+                200,
+                &Outcome::Ok,
+                Duration::from_millis(300),
+                Duration::ZERO,
+            );
         }
         let p = s.percentiles();
         assert!(
@@ -222,12 +250,17 @@ mod tests {
             status: 401,
             name: "AuthenticationFailedException".into(),
         };
-        a.answered(401, &auth, us(50), false);
-        a.answered(200, &Outcome::VerifyFailed("cdiv_mismatch"), us(60), true);
+        a.answered(401, &auth, us(50), Duration::ZERO);
+        a.answered(
+            200,
+            &Outcome::VerifyFailed("cdiv_mismatch"),
+            us(60),
+            Duration::from_millis(2),
+        );
         let mut b = Stats::new();
-        b.answered(401, &auth, us(70), false);
-        b.answered(200, &Outcome::Ok, us(80), false);
-        b.unanswered("timeout", Duration::from_secs(10), false);
+        b.answered(401, &auth, us(70), Duration::ZERO);
+        b.answered(200, &Outcome::Ok, us(80), Duration::ZERO);
+        b.unanswered("timeout", Duration::from_secs(10), Duration::ZERO);
         a.merge(&b);
         assert_eq!(a.requests(), 5);
         assert_eq!(a.ok, 1);

@@ -98,8 +98,8 @@ impl Worker {
             let ok = matches!(r, Ok((_, Outcome::Ok)));
             progress.add(ok, latency);
             match r {
-                Ok((status, outcome)) => stats.answered(status, &outcome, latency, t.late()),
-                Err(kind) => stats.unanswered(kind, latency, t.late()),
+                Ok((status, outcome)) => stats.answered(status, &outcome, latency, t.lag()),
+                Err(kind) => stats.unanswered(kind, latency, t.lag()),
             }
         })
         .await;
