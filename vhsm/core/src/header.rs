@@ -35,22 +35,6 @@ pub(crate) struct Header {
     pub(crate) mac: [u8; 32],
 }
 
-/// Upper bounds on stored KDF costs, so a tampered header or share cannot make the daemon
-/// allocate or spin without limit: 1 GiB, 16 passes, 16 lanes.
-pub(crate) const MAX_KDF: KdfParams = KdfParams {
-    m_cost_kib: 1 << 20,
-    t_cost: 16,
-    p_cost: 16,
-};
-
-/// True if `k` is a usable Argon2id parameter set within [`MAX_KDF`].
-pub(crate) fn kdf_within_limits(k: &KdfParams) -> bool {
-    (1..=MAX_KDF.t_cost).contains(&k.t_cost)
-        && (1..=MAX_KDF.p_cost).contains(&k.p_cost)
-        && k.m_cost_kib >= 8 * k.p_cost
-        && k.m_cost_kib <= MAX_KDF.m_cost_kib
-}
-
 fn corrupt(what: &str) -> Error {
     Error::Corruption(format!("store header: {what}"))
 }
@@ -124,7 +108,7 @@ impl Header {
                 threshold >= 1 && threshold <= count && count <= 16 && salt.is_empty()
             }
         };
-        if !shape_ok || wrapped_root.len() != 40 || !kdf_within_limits(&kdf) {
+        if !shape_ok || wrapped_root.len() != 40 || !kdf.is_within_limits() {
             return Err(corrupt("inconsistent fields"));
         }
         Ok(Header {
@@ -258,7 +242,7 @@ pub(crate) mod tests {
                     Ok(p) => {
                         // The format is canonical, so the MAC covers exactly what was parsed.
                         assert_eq!(p.encode(), m);
-                        assert!(kdf_within_limits(&p.kdf));
+                        assert!(p.kdf.is_within_limits());
                         if m == enc {
                             p.verify(&root).unwrap();
                         } else {

@@ -44,6 +44,7 @@ pub mod error;
 mod rekey;
 mod reload;
 pub mod storage;
+#[cfg(any(test, feature = "conformance"))]
 pub mod storage_conformance;
 pub mod types;
 mod vhsm;

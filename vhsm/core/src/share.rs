@@ -147,7 +147,7 @@ impl ShareFile {
         if index == 0 || index > count || threshold == 0 || threshold > count || count > 16 {
             return Err(invalid("share file has impossible index/threshold/count"));
         }
-        if !crate::header::kdf_within_limits(&kdf) {
+        if !kdf.is_within_limits() {
             return Err(invalid("share file has out-of-range KDF parameters"));
         }
         if ciphertext.len() != 32 + GCM_TAG_LEN {
@@ -318,7 +318,7 @@ mod tests {
                         "a relabelled or altered share decrypted"
                     );
                 }
-                Ok(p) => assert!(crate::header::kdf_within_limits(&p.kdf)),
+                Ok(p) => assert!(p.kdf.is_within_limits()),
             }
         }
         assert!(decrypted > 50, "mutations should reach the AEAD check");

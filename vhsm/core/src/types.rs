@@ -539,7 +539,7 @@ impl Options {
         if !self.allow_weak_kdf && !self.kdf.is_at_least_recommended() {
             return Err(Error::WeakKdf);
         }
-        if !crate::header::kdf_within_limits(&self.kdf) {
+        if !self.kdf.is_within_limits() {
             return Err(Error::InvalidArgument("options.kdf"));
         }
         if self.partial_unseal_timeout_ms == 0 {

@@ -32,6 +32,23 @@ impl KdfParams {
         p_cost: 1,
     };
 
+    /// Upper bounds on stored KDF costs, so a tampered header or share cannot make the daemon
+    /// allocate or spin without limit: 1 GiB, 16 passes, 16 lanes.
+    pub const MAX: KdfParams = KdfParams {
+        m_cost_kib: 1 << 20,
+        t_cost: 16,
+        p_cost: 16,
+    };
+
+    /// True if this is a usable Argon2id parameter set within [`KdfParams::MAX`] (checked on
+    /// every stored header and share before any derivation).
+    pub fn is_within_limits(&self) -> bool {
+        (1..=Self::MAX.t_cost).contains(&self.t_cost)
+            && (1..=Self::MAX.p_cost).contains(&self.p_cost)
+            && self.m_cost_kib >= 8 * self.p_cost
+            && self.m_cost_kib <= Self::MAX.m_cost_kib
+    }
+
     /// True when every cost is at least the [`KdfParams::RECOMMENDED`] one.
     pub fn is_at_least_recommended(&self) -> bool {
         let rec = Self::RECOMMENDED;
@@ -66,6 +83,35 @@ pub fn argon2id(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_take_the_named_sets_and_refuse_every_cost_out_of_range() {
+        for p in [
+            KdfParams::RECOMMENDED,
+            KdfParams::INSECURE_FAST_FOR_TESTS,
+            KdfParams::MAX,
+        ] {
+            assert!(p.is_within_limits(), "{p:?}");
+        }
+        let m = KdfParams::MAX;
+        for bad in [
+            KdfParams { t_cost: 0, ..m },
+            KdfParams { t_cost: 17, ..m },
+            KdfParams { p_cost: 0, ..m },
+            KdfParams { p_cost: 17, ..m },
+            KdfParams {
+                m_cost_kib: (1 << 20) + 1,
+                ..m
+            },
+            // Argon2 needs at least 8 KiB per lane.
+            KdfParams {
+                m_cost_kib: 8 * 16 - 1,
+                ..m
+            },
+        ] {
+            assert!(!bad.is_within_limits(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn named_parameter_sets_are_accepted_by_argon2() {
