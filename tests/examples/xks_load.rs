@@ -129,6 +129,11 @@ fn main() -> anyhow::Result<()> {
             "send lag us (scheduled -> sent): p50 {} p99 {} max {}; late sends {}",
             lag["p50"], lag["p99"], lag["max"], json["late_sends"]
         );
+        let f = &json["from_send_us"];
+        println!(
+            "from the actual send us: p50 {} p90 {} p99 {} max {}",
+            f["p50"], f["p90"], f["p99"], f["max"]
+        );
     }
     println!(
         "server CPU per request us: xks-front {front_cpu:.1} + vhsmd {vhsmd_cpu:.1} = {:.1}; load generator {:.1}",

@@ -68,6 +68,9 @@ pub struct Report {
     /// Open loop: how far behind its schedule each send left, µs (the generator's own
     /// lateness plus any wait for the connection's previous answer); absent in a closed loop.
     pub send_lag_us: Option<Percentiles>,
+    /// Open loop: latency from the actual send, µs (without the send lag: the figure a caller
+    /// that timed its own requests would see); absent in a closed loop, where it is the latency.
+    pub from_send_us: Option<Percentiles>,
     /// CPU µs per counted request: "self" (this tool) and each --cpu-pid.
     pub cpu_us_per_request: BTreeMap<String, f64>,
 }
@@ -89,6 +92,7 @@ impl Report {
             .map(|(k, v)| (k, round1(v as f64 / requests as f64)))
             .collect();
         let send_lag_us = run.target_rate.map(|_| stats.send_lag());
+        let from_send_us = run.target_rate.map(|_| stats.from_send());
         Report {
             tool: "vhsm-admin xks load",
             run,
@@ -121,6 +125,7 @@ impl Report {
             over_250ms: stats.over_budget,
             late_sends: stats.late,
             send_lag_us,
+            from_send_us,
             cpu_us_per_request,
         }
     }
@@ -161,6 +166,15 @@ impl Report {
                 ms(g.p50),
                 ms(g.p99),
                 ms(g.max)
+            ));
+        }
+        if let Some(f) = &self.from_send_us {
+            out.push_str(&format!(
+                "from the actual send ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}\n",
+                ms(f.p50),
+                ms(f.p90),
+                ms(f.p99),
+                ms(f.max)
             ));
         }
         let list = |m: &BTreeMap<String, u64>| {
@@ -254,6 +268,7 @@ mod tests {
         assert_eq!(v["cpu_us_per_request"]["self"], 100.0);
         assert!(v["latency_us"]["p99_9"].as_u64().unwrap() >= 399);
         assert!(v["send_lag_us"].is_null(), "a closed loop has no schedule");
+        assert!(v["from_send_us"].is_null());
         assert!(v["target_rate"].is_null());
         let text = r.summary();
         assert!(
@@ -297,6 +312,10 @@ mod tests {
         // Within hdrhistogram's 3 significant digits.
         assert!((3000..=3003).contains(&lag.max), "{lag:?}");
         assert_eq!(r.late_sends, 1);
+        // 500 µs from the schedule, less 10..110 µs of lag; the slow one 4 ms - 3 ms.
+        let from_send = r.from_send_us.unwrap();
+        assert!((440..=442).contains(&from_send.p50), "{from_send:?}");
+        assert!((1000..=1001).contains(&from_send.max), "{from_send:?}");
         let text = r.summary();
         assert!(
             text.contains("send lag ms (scheduled → sent): p50 0.060"),

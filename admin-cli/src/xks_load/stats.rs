@@ -18,6 +18,8 @@ pub struct Stats {
     hist: Histogram<u64>,
     /// Open loop: how long after its scheduled time each send left.
     lag: Histogram<u64>,
+    /// Open loop: from the actual send to the complete answer (latency minus lag).
+    from_send: Histogram<u64>,
     /// Answered requests by HTTP status.
     pub by_status: BTreeMap<u16, u64>,
     /// Error answers by `errorName`.
@@ -63,6 +65,7 @@ impl Stats {
         Stats {
             hist: histogram(),
             lag: histogram(),
+            from_send: histogram(),
             by_status: BTreeMap::new(),
             by_error_name: BTreeMap::new(),
             verify_failed: BTreeMap::new(),
@@ -96,6 +99,7 @@ impl Stats {
     fn timing(&mut self, latency: Duration, lag: Duration) {
         record(&mut self.hist, latency);
         record(&mut self.lag, lag);
+        record(&mut self.from_send, latency.saturating_sub(lag));
         if latency > KMS_BUDGET {
             self.over_budget += 1;
         }
@@ -109,6 +113,7 @@ impl Stats {
         // Both auto-resize, so adding cannot run out of range.
         let _ = self.hist.add(&other.hist);
         let _ = self.lag.add(&other.lag);
+        let _ = self.from_send.add(&other.from_send);
         for (k, v) in &other.by_status {
             *self.by_status.entry(*k).or_default() += v;
         }
@@ -149,6 +154,12 @@ impl Stats {
     /// Percentiles of the send lag: how far behind its schedule each send left.
     pub fn send_lag(&self) -> Percentiles {
         percentiles(&self.lag)
+    }
+
+    /// Percentiles of the time from the actual send to the complete answer: what the caller's
+    /// own clock sees, without the wait before the send.
+    pub fn from_send(&self) -> Percentiles {
+        percentiles(&self.from_send)
     }
 }
 
