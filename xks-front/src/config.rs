@@ -10,41 +10,8 @@ pub use crate::limits::LimitsConfig;
 /// Most vhsm nodes (the spec allows 1..=10 `ekmFleetDetails` entries).
 pub const MAX_NODES: usize = 10;
 
-/// A config that failed to load; always names the file or field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The TOML is malformed or has unknown/missing fields.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (names the field).
-        message: String,
-    },
-    /// A field has an invalid value.
-    #[error("invalid config field `{field}`: {reason}")]
-    Invalid {
-        /// Dotted field name.
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
+use crate::config_error;
+pub use crate::config_error::ConfigError;
 
 /// The whole main config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -176,19 +143,13 @@ fn valid_id(s: &str, max: usize) -> bool {
 impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = config_error::read(path)?;
         Self::parse(&text, path)
     }
 
     /// Parses and validates TOML text (`path` only names the file in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.message().to_string(),
-        })?;
+        let cfg: Config = config_error::parse_toml(text, &path.display().to_string())?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -196,7 +157,7 @@ impl Config {
     /// Checks every value; the first bad field is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.fleet_size == 0 {
-            return Err(invalid("fleet_size", "must be at least 1"));
+            return Err(ConfigError::invalid("fleet_size", "must be at least 1"));
         }
         if self.region.is_empty()
             || !self
@@ -204,64 +165,82 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "region",
                 "must look like an AWS region, e.g. us-east-1",
             ));
         }
         match (&self.tls, self.listen.plain_http) {
             (None, false) => {
-                return Err(invalid("tls", "required unless listen.plain_http = true"));
+                return Err(ConfigError::invalid(
+                    "tls",
+                    "required unless listen.plain_http = true",
+                ));
             }
             (Some(tls), _) => {
                 if tls.client_ca.is_none() && !tls.client_subjects.is_empty() {
-                    return Err(invalid("tls.client_subjects", "needs tls.client_ca"));
+                    return Err(ConfigError::invalid(
+                        "tls.client_subjects",
+                        "needs tls.client_ca",
+                    ));
                 }
                 if tls.client_ca.is_some() && tls.client_subjects.is_empty() {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         "tls.client_subjects",
                         "must list at least one subject CN when tls.client_ca is set",
                     ));
                 }
                 if tls.client_subjects.iter().any(|s| s.is_empty()) {
-                    return Err(invalid("tls.client_subjects", "empty subject"));
+                    return Err(ConfigError::invalid("tls.client_subjects", "empty subject"));
                 }
             }
             (None, true) => {}
         }
         let v = &self.vhsm;
         if !(10..=240).contains(&v.deadline_ms) {
-            return Err(invalid("vhsm.deadline_ms", "must be within 10..=240"));
+            return Err(ConfigError::invalid(
+                "vhsm.deadline_ms",
+                "must be within 10..=240",
+            ));
         }
         if !(1..=60).contains(&v.health_cache_secs) {
-            return Err(invalid("vhsm.health_cache_secs", "must be within 1..=60"));
+            return Err(ConfigError::invalid(
+                "vhsm.health_cache_secs",
+                "must be within 1..=60",
+            ));
         }
         if !valid_id(&v.health_key_id, 128) {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "vhsm.health_key_id",
                 "must match [A-Za-z0-9._-]{1,128}",
             ));
         }
         if v.nodes.is_empty() || v.nodes.len() > MAX_NODES {
-            return Err(invalid("vhsm.nodes", "must list 1 to 10 nodes"));
+            return Err(ConfigError::invalid(
+                "vhsm.nodes",
+                "must list 1 to 10 nodes",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, n) in v.nodes.iter().enumerate() {
             if !valid_id(&n.id, 64) {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     format!("vhsm.nodes[{i}].id"),
                     "must match [A-Za-z0-9._-]{1,64}",
                 ));
             }
             if !seen.insert(n.id.as_str()) {
-                return Err(invalid(format!("vhsm.nodes[{i}].id"), "duplicate node id"));
+                return Err(ConfigError::invalid(
+                    format!("vhsm.nodes[{i}].id"),
+                    "duplicate node id",
+                ));
             }
             if let Some(path) = n.unix_path() {
                 if !path.is_absolute()
                     || path.file_name().is_none()
                     || path.as_os_str().len() > MAX_UNIX_PATH_LEN
                 {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         format!("vhsm.nodes[{i}].endpoint"),
                         "must be an https:// URI or unix:/absolute/path (at most 107 bytes)",
                     ));
@@ -269,13 +248,13 @@ impl Config {
                 continue;
             }
             if !n.endpoint.starts_with("https://") || n.endpoint.parse::<http::Uri>().is_err() {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     format!("vhsm.nodes[{i}].endpoint"),
                     "must be an https:// URI or unix:/absolute/path",
                 ));
             }
             if n.server_name.is_empty() {
-                return Err(invalid(
+                return Err(ConfigError::invalid(
                     format!("vhsm.nodes[{i}].server_name"),
                     "must not be empty",
                 ));

@@ -23,44 +23,8 @@ const MAX_CREDENTIALS: usize = 4;
 /// Largest secret file accepted (a valid secret is at most 64 characters plus a newline).
 const MAX_SECRET_FILE_LEN: u64 = 1024;
 
-/// A keystores.toml problem. Messages name the field and never contain a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The text is not valid TOML for this schema (unknown field, wrong type, …).
-    #[error("invalid keystores TOML (line {line}): {message}")]
-    Toml {
-        /// 1-based line of the problem, 0 when unknown.
-        line: usize,
-        /// The parser's message (without the source snippet).
-        message: String,
-    },
-    /// A value failed validation.
-    #[error("{field}: {problem}")]
-    Invalid {
-        /// Path of the bad field, e.g. `keystore[0].credential[1].access_key_id`.
-        field: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-impl ConfigError {
-    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
-}
+use crate::config_error;
+pub use crate::config_error::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,30 +159,19 @@ pub struct KeyStores {
 impl KeyStores {
     /// Reads and validates `path`; relative `secret_file`s are resolved against its directory.
     pub fn load(path: &Path) -> Result<KeyStores, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = config_error::read(path)?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        KeyStores::parse(&text, base)
+        KeyStores::parse_named(&text, base, &path.display().to_string())
     }
 
     /// Validates keystores.toml text; relative `secret_file`s are resolved against `base_dir`.
     pub fn parse(toml_text: &str, base_dir: &Path) -> Result<KeyStores, ConfigError> {
-        let raw: RawFile = toml::from_str(toml_text).map_err(|e| ConfigError::Toml {
-            line: e
-                .span()
-                .map(|s| {
-                    let end = s.start.min(toml_text.len());
-                    toml_text.as_bytes()[..end]
-                        .iter()
-                        .filter(|&&b| b == b'\n')
-                        .count()
-                        + 1
-                })
-                .unwrap_or(0),
-            message: e.message().to_owned(),
-        })?;
+        KeyStores::parse_named(toml_text, base_dir, "keystores.toml")
+    }
+
+    /// [`KeyStores::parse`], naming `file` in a TOML error.
+    fn parse_named(toml_text: &str, base_dir: &Path, file: &str) -> Result<KeyStores, ConfigError> {
+        let raw: RawFile = config_error::parse_toml(toml_text, file)?;
         if raw.keystore.is_empty() {
             return Err(ConfigError::invalid(
                 "keystore",
@@ -519,14 +472,14 @@ impl Registry {
             Ok(stores) => {
                 let count = stores.len();
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(stores);
-                tracing::info!(file = %self.path.display(), key_stores = count, "key stores reloaded");
+                tracing::info!(file = %self.path.display(), key_stores = count, "keystores reloaded");
                 Ok(())
             }
             Err(e) => {
                 tracing::error!(
                     file = %self.path.display(),
                     error = %e,
-                    "key stores reload rejected; keeping the previous configuration"
+                    "keystores reload failed; keeping the previous configuration"
                 );
                 Err(e)
             }
@@ -921,7 +874,7 @@ secret_file = "s2"
         let unknown =
             two_stores().replace("burst = 1\n", "burst = 1\nsecret = \"do-not-echo-me\"\n");
         match parse(&unknown, dir.path()).unwrap_err() {
-            ConfigError::Toml { line, message } => {
+            ConfigError::Toml { line, message, .. } => {
                 assert!(line > 20, "{line}");
                 assert!(message.contains("secret"), "{message}");
                 assert!(!message.contains("do-not-echo-me"), "{message}");
@@ -963,7 +916,7 @@ secret_file = "s2"
             let err = parse(&text, dir.path()).unwrap_err();
             let shown = err.to_string();
             assert!(
-                shown.starts_with("keystore[0].credential[1].secret_file"),
+                shown.starts_with("invalid config field `keystore[0].credential[1].secret_file`"),
                 "{shown}"
             );
             if !content.is_empty() {
@@ -1096,7 +1049,11 @@ secret_file = "s2"
         // Invalid file: error, previous configuration kept.
         std::fs::write(&file, rotated.replace("burst = 10", "burst = 0")).unwrap();
         let err = reg.reload().unwrap_err();
-        assert!(err.to_string().starts_with("keystore[0].burst"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid config field `keystore[0].burst`"),
+            "{err}"
+        );
         assert_eq!(reg.current().get("default").unwrap().rate(), (2000, 10));
 
         // Missing file: error, previous configuration kept.

@@ -6,6 +6,7 @@ pub mod api;
 pub mod body;
 pub mod cdiv;
 pub mod config;
+pub mod config_error;
 pub mod conn;
 pub mod conn_rate;
 pub mod drain;

@@ -203,10 +203,8 @@ async fn run(
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => match registry.reload() {
-                Ok(()) => tracing::info!("keystores reloaded"),
-                Err(e) => tracing::error!(error = %e, "keystores reload failed; keeping the previous configuration"),
-            },
+            // The registry logs the outcome (file, count or error) itself.
+            _ = hup.recv() => { let _ = registry.reload(); }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
