@@ -572,3 +572,103 @@ async fn two_nodes_and_a_witness_survive_the_loss_of_either_hsm_node() {
         n.stop().await;
     }
 }
+
+/// A cluster node with its replicated storage and no core on top: each applied change is
+/// marked seen at once, as the reload task does after reloading the core.
+async fn bare_node(
+    net: &Arc<Net>,
+    addr: &str,
+    bootstrap: bool,
+) -> (Arc<ClusterNode>, Arc<ReplicatedStorage>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Arc::new(SledStorage::open(&dir.path().join("store")).unwrap());
+    let transport = Arc::new(LocalTransport {
+        from: addr.to_owned(),
+        net: Arc::clone(net),
+    });
+    let (node, mut notices) = ClusterNode::start(
+        local.db(),
+        &dir.path().join("raft-snapshot"),
+        &cluster_config(bootstrap, false),
+        addr.to_owned(),
+        transport,
+    )
+    .await
+    .unwrap();
+    let seen = Arc::clone(&node);
+    tokio::spawn(async move {
+        while let Some(n) = notices.recv().await {
+            seen.mark_seen(n.index);
+        }
+    });
+    net.nodes
+        .lock()
+        .unwrap()
+        .insert(addr.to_owned(), Arc::clone(&node));
+    let storage = Arc::new(ReplicatedStorage::new(
+        local,
+        Arc::clone(&node),
+        tokio::runtime::Handle::current(),
+    ));
+    (node, storage, dir)
+}
+
+/// Runs the core's storage conformance suite on `storage` (off the async workers: every write
+/// blocks on the runtime until it is committed and applied).
+async fn conformance(storage: &Arc<ReplicatedStorage>) {
+    let s = Arc::clone(storage);
+    tokio::task::spawn_blocking(move || vhsm_core::storage_conformance::run_all(s.as_ref()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicated_storage_passes_the_core_conformance_suite_on_a_leader_and_a_follower() {
+    // The storage the core runs on in vhsmd, held to the same suite as sled and memory.
+    let net = Arc::new(Net::default());
+    let (n1, s1, _d1) = bare_node(&net, "n1", true).await;
+    wait_until("n1 leads", Duration::from_secs(5), || {
+        n1.view().role == "leader"
+    })
+    .await;
+    conformance(&s1).await;
+
+    // On a follower of a fresh cluster, whose writes go through the leader.
+    let net = Arc::new(Net::default());
+    let (m1, l1, _e1) = bare_node(&net, "m1", true).await;
+    let (m2, s2, _e2) = bare_node(&net, "m2", false).await;
+    wait_until("m1 leads", Duration::from_secs(5), || {
+        m1.view().role == "leader"
+    })
+    .await;
+    m1.add_node("m2", false).await.unwrap();
+    m2.catch_up(Duration::from_secs(5)).await.unwrap();
+    conformance(&s2).await;
+    // What the follower wrote is on the leader too.
+    let everything = |s: &ReplicatedStorage| -> Vec<_> {
+        Tree::ALL
+            .iter()
+            .map(|t| s.scan_prefix(*t, b"").unwrap())
+            .collect()
+    };
+    // The suite cleans up after itself; leave a record, written on the follower.
+    let s = Arc::clone(&s2);
+    tokio::task::spawn_blocking(move || {
+        let mut b = vhsm_core::WriteBatch::new();
+        b.put(Tree::Meta, b"written-on-m2".to_vec(), b"yes".to_vec());
+        s.commit(b, vhsm_core::Durability::Flushed)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let on_follower = everything(&s2);
+    assert_eq!(
+        on_follower[4],
+        [(b"written-on-m2".to_vec(), b"yes".to_vec())]
+    );
+    m1.catch_up(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(everything(&l1), on_follower);
+    for n in [n1, m1, m2] {
+        n.shutdown().await;
+    }
+}

@@ -148,12 +148,18 @@ impl Storage for ReplicatedStorage {
             applied
         });
         match outcome {
-            Ok(
-                Applied::Done { .. }
-                | Applied::Duplicate {
-                    same_writes: true, ..
-                },
-            ) => Ok(()),
+            Ok(Applied::Done { index }) => {
+                // The state machine applied this write only because no data write landed
+                // between its base (what the core had seen) and it, and the core holds its own
+                // write: the core now reflects everything up to `index`. Marking that here
+                // lets the same call's next commit be based on it, instead of conflicting with
+                // its own first commit until the reload task catches up.
+                self.node.mark_seen(index);
+                Ok(())
+            }
+            Ok(Applied::Duplicate {
+                same_writes: true, ..
+            }) => Ok(()),
             Ok(Applied::Duplicate { .. }) => Err(StorageError::AlreadyApplied),
             Ok(Applied::Conflict { applied_index }) => {
                 Err(StorageError::Conflict { applied_index })
