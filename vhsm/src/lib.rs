@@ -4,7 +4,7 @@
 //! ([`crypto_service`], [`admin_service`]) → [`dispatch::Dispatcher::call`] (caller identity
 //! from the certificate, role check against [`access`], blocking pool for ceremonies, error
 //! mapping through [`error_map`], one log line) → the core (`vhsm_core::Vhsm`) →
-//! [`storage::SledStorage`].
+//! [`cluster::replicated::ReplicatedStorage`] (Raft log, then [`storage::SledStorage`]).
 #![forbid(unsafe_code)]
 
 pub mod access;

@@ -108,7 +108,7 @@ impl XksError {
     /// MethodNotAllowed: an API path called with another method.
     pub const NOT_POST: XksError = XksError::new(ErrorName::MethodNotAllowed, "use POST");
 
-    /// UnsupportedOperation: the body is above `limits.max_body_bytes`.
+    /// UnsupportedOperation: the body is above `api::MAX_BODY` (64 KiB, fixed).
     pub const BODY_TOO_LARGE: XksError =
         XksError::new(ErrorName::UnsupportedOperation, "request body too large");
 
@@ -132,7 +132,7 @@ impl XksError {
         "request signature verification failed",
     );
 
-    /// Throttling: `limits.max_in_flight` authenticated requests are being served.
+    /// Throttling: `limits.max_concurrency` authenticated requests are being served.
     pub const TOO_MANY_IN_FLIGHT: XksError =
         XksError::new(ErrorName::Throttling, "too many requests in flight");
 

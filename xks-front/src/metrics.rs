@@ -44,6 +44,9 @@ struct LimitLabels {
 pub enum Limit {
     /// `limits.max_concurrency`: an authenticated request got ThrottlingException.
     MaxConcurrency,
+    /// A key store's `rate_limit_per_sec` / `burst`: an authenticated request got
+    /// ThrottlingException.
+    KeyStoreRate,
     /// `limits.max_connections`: a new connection was closed at once.
     MaxConnections,
     /// `limits.max_connections_per_peer`: a new connection was closed at once.
@@ -83,6 +86,7 @@ impl Limit {
     pub fn as_str(self) -> &'static str {
         match self {
             Limit::MaxConcurrency => "max_concurrency",
+            Limit::KeyStoreRate => "key_store_rate",
             Limit::MaxConnections => "max_connections",
             Limit::MaxConnectionsPerPeer => "max_connections_per_peer",
             Limit::NewConnectionRate => "new_connections_per_sec",

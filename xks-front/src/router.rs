@@ -341,6 +341,7 @@ async fn pipeline(st: &Inner, req: Request, ctx: &mut Ctx) -> Result<Response, X
         .limiter
         .try_acquire(&store.name, rate, burst, Instant::now())
     {
+        st.metrics.hit(Limit::KeyStoreRate);
         return Err(XksError::KEY_STORE_RATE);
     }
 

@@ -198,6 +198,7 @@ impl KeyManager for FakeKm {
 struct Env {
     _dir: tempfile::TempDir,
     state: AppState,
+    metrics: Arc<Metrics>,
 }
 
 fn keystores_toml() -> String {
@@ -268,6 +269,7 @@ fn env_limits(km: Arc<dyn KeyManager>, max_concurrency: usize, limits: RequestLi
             },
         ],
     );
+    let metrics = Arc::new(Metrics::new());
     let state = AppState::new(
         Settings {
             region: "us-east-1".into(),
@@ -279,9 +281,13 @@ fn env_limits(km: Arc<dyn KeyManager>, max_concurrency: usize, limits: RequestLi
         registry,
         km,
         health,
-        Arc::new(Metrics::new()),
+        Arc::clone(&metrics),
     );
-    Env { _dir: dir, state }
+    Env {
+        _dir: dir,
+        state,
+        metrics,
+    }
 }
 
 fn env() -> Env {
@@ -781,6 +787,11 @@ async fn throttled_by_key_store_rate() {
     }
     assert_eq!(&statuses[..2], [200, 200], "burst of 2 passes");
     assert!(statuses[2..].contains(&429), "{statuses:?}");
+    // Each refusal is counted under its limit.
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    let needle = format!("xks_limit_hits_total{{limit=\"key_store_rate\"}} {refused}\n");
+    let text = env.metrics.encode();
+    assert!(text.contains(&needle), "{needle} not in\n{text}");
 }
 
 #[tokio::test]
