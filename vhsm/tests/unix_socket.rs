@@ -107,17 +107,28 @@ async fn crypto_uid_can_encrypt_but_not_administer() {
             .node_id,
         "test-node"
     );
-    let enc = crypto
-        .encrypt(EncryptRequest {
-            key_id: "k1".into(),
-            plaintext: b"over the socket".to_vec(),
-            aad: b"aad".to_vec(),
-            request_id: String::new(),
-            integrity_check: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // A node that has just started serves crypto once it holds its first read lease (up to
+    // one lease period after it became leader); until then it answers Unavailable.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let enc = loop {
+        let r = crypto
+            .encrypt(EncryptRequest {
+                key_id: "k1".into(),
+                plaintext: b"over the socket".to_vec(),
+                aad: b"aad".to_vec(),
+                request_id: String::new(),
+                integrity_check: false,
+            })
+            .await;
+        match r {
+            Err(s)
+                if s.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => break other.unwrap().into_inner(),
+        }
+    };
     let dec = crypto
         .decrypt(DecryptRequest {
             key_id: "k1".into(),
